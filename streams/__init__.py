@@ -1,0 +1,1 @@
+"""llmpulse workers: the faust app, its agents and the ClickHouse sink."""

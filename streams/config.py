@@ -1,0 +1,122 @@
+"""The one settings object, read from ``LLMPULSE_*`` environment variables at the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".data")
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the CLI or the demo needs to know.
+
+    Secrets are ``SecretStr``: they print as ``**********`` in ``repr``, in logs and in
+    ``llmpulse config``. The ClickHouse URL may carry a password, so it is masked too.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LLMPULSE_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Local state: chDB store, broker.")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    consumer_group: str = "llmpulse"
+    topic_calls: str = "llm.calls"
+    topic_feedback: str = "llm.feedback"
+    topic_dlq: str = "llm.calls.dlq"
+
+    # ClickHouse
+    clickhouse_url: SecretStr | None = Field(
+        default=None, description="chdb:///path (embedded) or http(s)://user:pass@host:port/db"
+    )
+    clickhouse_database: str = "llmpulse"
+    calls_ttl_days: int = Field(default=90, ge=1)
+
+    # Sink
+    sink_batch_rows: int = Field(default=5000, ge=1)
+    sink_flush_interval_s: float = Field(default=1.0, gt=0)
+    sink_max_pending_batches: int = Field(default=2, ge=1)
+    sink_retry_initial_s: float = Field(default=0.2, gt=0)
+    sink_retry_max_s: float = Field(default=10.0, gt=0)
+
+    # Validation and text handling
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_past_days: float = Field(default=7.0, gt=0)
+    max_future_minutes: float = Field(default=5.0, ge=0)
+    store_text: bool = False
+    text_max_chars: int = Field(default=2000, ge=0)
+
+    # Worker web server (health, read-only SQL)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must list at least one host:port")
+        return value
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The DSN to connect with; defaults to an embedded store under ``data_dir``."""
+        if self.clickhouse_url is not None:
+            return self.clickhouse_url.get_secret_value()
+        return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    @property
+    def is_embedded_store(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options passed through to aiokafka clients (producers, consumers, admin)."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+            )
+        if self.kafka_security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        return options
+
+    def masked(self) -> dict[str, Any]:
+        """A printable view: secrets masked, including a password inside the ClickHouse URL."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_url(value.get_secret_value()) if name == "clickhouse_url" else "***"
+            out[name] = value
+        out["clickhouse_dsn"] = mask_url(self.clickhouse_dsn)
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Replace the password of ``scheme://user:pass@host`` with ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
