@@ -49,7 +49,9 @@ def fetch_jars(quiet: bool = True) -> Path:
     if mvn is None:
         raise LocalKafkaError("mvn is not on PATH; install Maven to fetch the Kafka broker jars")
     cache.mkdir(parents=True, exist_ok=True)
-    (cache / "pom.xml").write_text(_resource_text("pom.xml").replace("@KAFKA_VERSION@", KAFKA_VERSION))
+    (cache / "pom.xml").write_text(
+        _resource_text("pom.xml").replace("@KAFKA_VERSION@", KAFKA_VERSION)
+    )
     staging = cache / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     cmd = [
@@ -154,7 +156,9 @@ class LocalKafka:
         )  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise LocalKafkaError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            raise LocalKafkaError(
+                f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+            )
 
     def start(self, timeout: float = 90.0) -> str:
         """Start the broker unless it already runs; wait until it serves metadata."""
@@ -162,12 +166,14 @@ class LocalKafka:
             self.wait_ready(timeout)
             return f"already running: {self.status()}"
         if self.port_open():
-            raise LocalKafkaError(f"{self.bootstrap} is taken by a process this data dir does not own")
+            raise LocalKafkaError(
+                f"{self.bootstrap} is taken by a process this data dir does not own"
+            )
         libs = fetch_jars()
         config = self._write_config()
         self._format(libs, config)
         log = self.log_file.open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        proc = subprocess.Popen(
             self._java(libs, "kafka.Kafka", str(config)),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=self.home,
@@ -242,5 +248,7 @@ def _metadata_ok(bootstrap: str) -> bool:
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience for scripts
-    broker = LocalKafka.from_bootstrap(Path(sys.argv[2] if len(sys.argv) > 2 else ".data"), "127.0.0.1:9092")
+    broker = LocalKafka.from_bootstrap(
+        Path(sys.argv[2] if len(sys.argv) > 2 else ".data"), "127.0.0.1:9092"
+    )
     print(getattr(broker, sys.argv[1])())

@@ -148,7 +148,8 @@ def _apply_ttl(store: ClickHouseStore, ttl_days: int) -> None:
         wanted = f"toIntervalDay({ttl_days})"
         if engine and wanted not in str(engine[0][0]):
             store.command(
-                f"ALTER TABLE {db}.{table} MODIFY TTL toDateTime(timestamp) + INTERVAL {ttl_days} DAY "
+                f"ALTER TABLE {db}.{table} MODIFY TTL "
+                f"toDateTime(timestamp) + INTERVAL {ttl_days} DAY "
                 "SETTINGS materialize_ttl_after_modify = 0"
             )
 

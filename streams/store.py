@@ -28,7 +28,9 @@ T = TypeVar("T")
 DATA_ERROR_CODES = frozenset(
     {6, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131, 441}
 )  # CANNOT_PARSE_*, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, INCORRECT_DATA, TOO_LARGE_STRING_SIZE...
-READONLY_STATEMENT = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
+READONLY_STATEMENT = re.compile(
+    r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I
+)
 
 
 class StoreUnavailable(RuntimeError):

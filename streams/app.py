@@ -1,0 +1,156 @@
+"""The faust app: topics, agents, the ClickHouse runtime and the worker's web pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any, cast
+
+import faust
+from mode import Service
+
+from streams.config import Settings
+from streams.ingest import Ingestor
+from streams.migrations import migrate
+from streams.rows import CALL_COLUMNS, DEAD_LETTER_COLUMNS, FEEDBACK_COLUMNS
+from streams.sink import ClickHouseSink, RetryPolicy
+from streams.store import ClickHouseStore
+from streams.web import register_pages
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    options = settings.kafka_client_options()
+    protocol = settings.kafka_security_protocol
+    context: ssl.SSLContext | None = options.get("ssl_context")
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"],
+            ssl_context=context,
+        )
+    return None
+
+
+class Runtime(Service):
+    """Owns the store and the sinks; starts before the agents consume and flushes on stop."""
+
+    def __init__(self, app: faust.App, settings: Settings, **kwargs: Any) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = ClickHouseStore(settings.clickhouse_dsn, settings.clickhouse_database)
+        retry = RetryPolicy(settings.sink_retry_initial_s, settings.sink_retry_max_s)
+        sink_options: dict[str, Any] = {
+            "batch_rows": settings.sink_batch_rows,
+            "flush_interval_s": settings.sink_flush_interval_s,
+            "max_pending_batches": settings.sink_max_pending_batches,
+            "retry": retry,
+        }
+        self.dlq_topic = app.topic(
+            settings.topic_dlq, partitions=settings.topic_partitions,
+            replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
+        )  # fmt: skip
+        calls = ClickHouseSink(self.store, "llm_calls", CALL_COLUMNS, **sink_options)
+        feedback = ClickHouseSink(self.store, "llm_feedback", FEEDBACK_COLUMNS, **sink_options)
+        dead = ClickHouseSink(self.store, "llm_dead_letters", DEAD_LETTER_COLUMNS, **sink_options)
+        self.ingestor = Ingestor(settings, calls, feedback, dead, self.dlq_topic)
+        calls.on_rejected = self.ingestor.store_rejected
+        feedback.on_rejected = self.ingestor.store_rejected
+        dead.on_rejected = _ack_only
+        self.sinks = (calls, feedback, dead)
+        self.ready = asyncio.Event()
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                applied = await self.store.run(migrate, self.store, self.settings.calls_ttl_days)
+                break
+            except Exception as exc:  # the store may be starting up; keep trying
+                log.warning("migrations failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if applied:
+            log.info("applied migrations %s", applied)
+        await self.dlq_topic.maybe_declare()
+        for sink in self.sinks:
+            sink.start()
+        self.ready.set()
+
+    async def on_stop(self) -> None:
+        for sink in self.sinks:
+            await sink.stop(flush_timeout=10.0)
+        await self.store.aclose()
+
+    async def flush(self) -> None:
+        for sink in self.sinks:
+            await sink.flush()
+
+
+async def _ack_only(row: bytes, reason: str, ack: Any) -> None:
+    log.error("dead-letter row refused by the store (%s); the DLQ topic still has it", reason[:300])
+    ack.ack()
+
+
+def create_app(settings: Settings) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_max_poll_records=2000,
+        stream_buffer_maxsize=8192,
+        # Unacknowledged events are unwritten rows: they must be replayed, not waited for.
+        stream_wait_empty=False,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        value_serializer="raw",
+        key_serializer="raw",
+        autodiscover=False,
+    )
+    runtime = Runtime(app, settings)
+    app.service(cast(Any, runtime))
+    app.llmpulse_runtime = runtime  # type: ignore[attr-defined]
+
+    calls_topic = app.topic(
+        settings.topic_calls, partitions=settings.topic_partitions,
+        replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
+    )  # fmt: skip
+    feedback_topic = app.topic(
+        settings.topic_feedback, partitions=settings.topic_partitions,
+        replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
+    )  # fmt: skip
+
+    @app.agent(calls_topic, name="llmpulse.ingest_calls")
+    async def ingest_calls(stream: Any) -> None:
+        await runtime.ready.wait()
+        await runtime.ingestor.consume_calls(stream.noack().events())
+
+    @app.agent(feedback_topic, name="llmpulse.ingest_feedback")
+    async def ingest_feedback(stream: Any) -> None:
+        await runtime.ready.wait()
+        await runtime.ingestor.consume_feedback(stream.noack().events())
+
+    async def flush_before_revoke(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Rows of revoked partitions must be stored (and acked) before faust commits and hands
+        # the partitions to another worker.
+        if runtime.ready.is_set():
+            await runtime.flush()
+
+    app.on_partitions_revoked.connect(cast(Any, flush_before_revoke))
+    register_pages(app, runtime)
+    return app

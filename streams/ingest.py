@@ -1,0 +1,140 @@
+"""The ingestion path: validate each record, write good ones to ClickHouse, dead-letter the rest.
+
+Nothing here acknowledges a Kafka record before its row is durably stored: the agents iterate a
+``noack`` stream and hand each faust event to a sink, which acks it after the write. A rejected
+record is acked only once both its dead-letter message is on ``llm.calls.dlq`` and its row is in
+``llm_dead_letters``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import (
+    InvalidEvent,
+    TextPolicy,
+    ValidationLimits,
+    apply_text_policy,
+    decode_call,
+    decode_feedback,
+)
+from streams.config import Settings
+from streams.rows import call_row, dead_letter_row, feedback_row
+from streams.sink import ClickHouseSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestCounters:
+    events_in: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    dead_letter_failures: int = 0
+
+
+class DeadLetterAck:
+    """Acks the source event once the DLQ message is delivered and the row is stored."""
+
+    __slots__ = ("_event", "_future", "_row_written")
+
+    def __init__(self, event: Any, delivery: asyncio.Future[Any]) -> None:
+        self._event = event
+        self._future = delivery
+        self._row_written = False
+        delivery.add_done_callback(self._maybe_ack)
+
+    def ack(self) -> None:
+        self._row_written = True
+        self._maybe_ack(self._future)
+
+    def _maybe_ack(self, future: asyncio.Future[Any]) -> None:
+        if not (self._row_written and future.done()):
+            return
+        if future.cancelled() or future.exception() is not None:
+            # Left unacknowledged: the record is replayed after a restart and dead-lettered again.
+            log.error("dead-letter delivery failed for offset %s", self._event.message.offset)
+            return
+        self._event.ack()
+
+
+class Ingestor:
+    """Holds the sinks and counters the agents share; created once per worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        calls: ClickHouseSink,
+        feedback: ClickHouseSink,
+        dead_letters: ClickHouseSink,
+        dlq_topic: Any,
+    ) -> None:
+        self.settings = settings
+        self.calls = calls
+        self.feedback = feedback
+        self.dead_letters = dead_letters
+        self.dlq_topic = dlq_topic
+        self.counters = IngestCounters()
+        self.limits = ValidationLimits(
+            max_event_bytes=settings.max_event_bytes,
+            max_past=timedelta(days=settings.max_past_days),
+            max_future=timedelta(minutes=settings.max_future_minutes),
+        )
+        self.text_policy = TextPolicy(
+            store_text=settings.store_text, max_chars=settings.text_max_chars
+        )
+
+    async def consume_calls(self, events: AsyncIterator[Any]) -> None:
+        limits, policy, sink = self.limits, self.text_policy, self.calls
+        counted = self.counters.events_in
+        async for event in events:
+            message = event.message
+            counted[message.topic] += 1
+            try:
+                call = decode_call(message.value, limits, datetime.now(UTC))
+            except InvalidEvent as exc:
+                await self.dead_letter(event, exc.code, exc.reason)
+                continue
+            call = apply_text_policy(call, policy)
+            await sink.add(call_row(call, message.partition, message.offset), event)
+
+    async def consume_feedback(self, events: AsyncIterator[Any]) -> None:
+        limits, sink = self.limits, self.feedback
+        counted = self.counters.events_in
+        async for event in events:
+            message = event.message
+            counted[message.topic] += 1
+            try:
+                fb = decode_feedback(message.value, limits, datetime.now(UTC))
+            except InvalidEvent as exc:
+                await self.dead_letter(event, exc.code, exc.reason)
+                continue
+            await sink.add(feedback_row(fb, message.partition, message.offset), event)
+
+    async def dead_letter(self, event: Any, code: str, reason: str) -> None:
+        """Send the original bytes with the reason to the DLQ topic and ``llm_dead_letters``."""
+        message = event.message
+        self.counters.rejected[code] += 1
+        headers = {
+            "llmpulse.reason_code": code.encode(),
+            "llmpulse.reason": reason.encode("utf-8", errors="replace")[:4096],
+            "llmpulse.source_topic": message.topic.encode(),
+            "llmpulse.source_partition": str(message.partition).encode(),
+            "llmpulse.source_offset": str(message.offset).encode(),
+        }
+        delivery = await self.dlq_topic.send(
+            key=message.key, value=message.value or b"", headers=headers
+        )
+        row = dead_letter_row(
+            message.topic, message.partition, message.offset, code, reason, message.value
+        )
+        await self.dead_letters.add(row, DeadLetterAck(event, delivery))
+
+    async def store_rejected(self, row: bytes, reason: str, event: Any) -> None:
+        """A row the store refused: dead-letter its source record instead of losing it."""
+        await self.dead_letter(event, "store_rejected", reason[:2000])

@@ -1,0 +1,95 @@
+"""Turn validated events and rejected records into ClickHouse rows (JSONEachRow lines)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from schemas import Feedback, LLMCall, redact
+
+CALL_COLUMNS: tuple[str, ...] = (
+    "event_id", "timestamp", "app", "environment", "operation", "provider", "model",
+    "response_model", "prompt_id", "prompt_version", "user_id", "session_id", "trace_id",
+    "span_id", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cost_usd", "cost_source", "status", "error_type", "finish_reason", "streaming",
+    "input_chars", "output_chars", "input_text", "output_text", "scores", "tags",
+    "schema_version", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+
+FEEDBACK_COLUMNS: tuple[str, ...] = (
+    "event_id", "timestamp", "name", "value", "source", "comment",
+    "kafka_partition", "kafka_offset",
+)  # fmt: skip
+
+DEAD_LETTER_COLUMNS: tuple[str, ...] = (
+    "received_at", "source_topic", "source_partition", "source_offset", "reason_code", "reason",
+    "payload_bytes", "payload_sha256", "payload_excerpt",
+)  # fmt: skip
+
+_TEXT_KEYS = (b'"input_text"', b'"output_text"')
+EXCERPT_CHARS = 512
+
+
+def call_row(
+    call: LLMCall, partition: int, offset: int, cost_usd: float | None = None, cost_source: str = ""
+) -> bytes:
+    """One ``llm_calls`` row. ``call`` must already have passed the text policy."""
+    cost = call.cost_usd if call.cost_usd is not None else cost_usd
+    source = "event" if call.cost_usd is not None else cost_source
+    row = (
+        call.event_id, call.timestamp, call.app, call.environment, call.operation,
+        call.provider, call.model, call.response_model or "", call.prompt_id or "",
+        call.prompt_version or "", call.user_id or "", call.session_id or "", call.trace_id or "",
+        call.span_id or "", call.latency_ms, call.ttft_ms, call.input_tokens, call.output_tokens,
+        call.cached_input_tokens, cost, source if cost is not None else "", call.status,
+        call.error_type or "", call.finish_reason or "", call.streaming, call.input_chars,
+        call.output_chars, call.input_text, call.output_text, call.scores, call.tags,
+        1, partition, offset,
+    )  # fmt: skip
+    return orjson.dumps(dict(zip(CALL_COLUMNS, row, strict=True)))
+
+
+def feedback_row(fb: Feedback, partition: int, offset: int) -> bytes:
+    row = (
+        fb.event_id,
+        fb.timestamp,
+        fb.name,
+        fb.value,
+        fb.source,
+        fb.comment or "",
+        partition,
+        offset,
+    )
+    return orjson.dumps(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
+
+
+def payload_excerpt(payload: bytes) -> str:
+    """A short, redacted view of a rejected payload; prompt and response text never survive it."""
+    text = payload[:65536].decode("utf-8", errors="replace")
+    if any(key in payload for key in _TEXT_KEYS):
+        try:
+            obj: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            for key in ("input_text", "output_text"):
+                if key in obj:
+                    obj[key] = "[DROPPED]"
+            text = orjson.dumps(obj).decode()
+        else:
+            return "[payload withheld: it may contain prompt text]"
+    return redact(text)[:EXCERPT_CHARS]
+
+
+def dead_letter_row(
+    topic: str, partition: int, offset: int, code: str, reason: str, payload: bytes | None
+) -> bytes:
+    data = payload or b""
+    row = (
+        datetime.now(UTC), topic, partition, offset, code, reason, len(data),
+        hashlib.sha256(data).hexdigest(), payload_excerpt(data),
+    )  # fmt: skip
+    return orjson.dumps(dict(zip(DEAD_LETTER_COLUMNS, row, strict=True)))

@@ -1,0 +1,45 @@
+"""Create the worker's topics when they are missing, before any consumer subscribes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def worker_topics(settings: Settings) -> tuple[str, ...]:
+    return (settings.topic_calls, settings.topic_feedback, settings.topic_dlq)
+
+
+async def ensure_topics_async(settings: Settings, names: tuple[str, ...]) -> list[str]:
+    """Create each missing topic with the configured partitions; return the ones created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_client_options()
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if missing:
+            new = [
+                NewTopic(name, settings.topic_partitions, settings.topic_replication)
+                for name in missing
+            ]
+            # another worker may win the race to create them
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+            log.info("created topics %s", missing)
+        return missing
+    finally:
+        await admin.close()
+
+
+def ensure_topics(settings: Settings, names: tuple[str, ...] | None = None) -> list[str]:
+    return asyncio.run(ensure_topics_async(settings, names or worker_topics(settings)))

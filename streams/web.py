@@ -1,0 +1,99 @@
+"""The worker's web pages on 127.0.0.1: ``/health`` and a read-only ``/sql`` endpoint.
+
+In embedded mode only the worker may open the chDB directory, so ``llmpulse sql`` sends its query
+here while a worker runs. The endpoint accepts one read statement and runs it with
+``readonly=2``: the engine itself refuses writes and DDL even if the text check were fooled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import ipaddress
+import uuid
+from functools import partial
+from typing import Any
+
+import orjson
+from faust.web import View
+
+from streams.store import ReadOnlyViolation
+
+MAX_SQL_ROWS = 10_000
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    if isinstance(
+        value, decimal.Decimal | uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address
+    ):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def encode_result(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> bytes:
+    return orjson.dumps(
+        {
+            "columns": list(columns),
+            "rows": rows[:MAX_SQL_ROWS],
+            "truncated": len(rows) > MAX_SQL_ROWS,
+        },
+        default=_default,
+        option=orjson.OPT_NON_STR_KEYS,
+    )
+
+
+def register_pages(app: Any, runtime: Any) -> None:
+    async def health(web: Any, request: Any) -> Any:
+        ingestor = runtime.ingestor
+        body = {
+            "status": "ok" if runtime.ready.is_set() else "starting",
+            "events_in": dict(ingestor.counters.events_in),
+            "rejected": dict(ingestor.counters.rejected),
+            "sinks": {
+                sink.table: {
+                    "rows_written": sink.stats.rows_written,
+                    "retries": sink.stats.retries,
+                    "rows_rejected": sink.stats.rows_rejected,
+                    "backpressure": sink.stats.backpressure,
+                    "buffered_rows": sink.buffered_rows,
+                }
+                for sink in runtime.sinks
+            },
+        }
+        status = 200 if runtime.ready.is_set() else 503
+        return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+    app.page("/health")(health)
+
+    class SqlView(View):
+        async def post(self, request: Any) -> Any:
+            try:
+                payload = orjson.loads(await request.read())
+            except orjson.JSONDecodeError:
+                payload = None
+            query = payload.get("query") if isinstance(payload, dict) else None
+            if not isinstance(query, str):
+                return self.bytes(
+                    b'{"error": "POST {\\"query\\": \\"SELECT ...\\"}"}',
+                    content_type="application/json",
+                    status=400,
+                )
+            store = runtime.store
+            try:
+                result = await store.run(partial(store.query, query, read_only=True))
+            except ReadOnlyViolation as exc:
+                err = orjson.dumps({"error": f"read-only endpoint: {exc}"})
+                return self.bytes(err, content_type="application/json", status=403)
+            except Exception as exc:
+                err = orjson.dumps({"error": str(exc)[:4000]})
+                return self.bytes(err, content_type="application/json", status=400)
+            body = encode_result(result.columns, result.rows)
+            return self.bytes(body, content_type="application/json")
+
+    app.page("/sql")(SqlView)
