@@ -14,7 +14,11 @@ PHONE = "[PHONE]"
 CARD = "[CARD]"
 SECRET = "[SECRET]"
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# The lookbehind anchors a match at the start of a run; without it, long runs with no "@"
+# make the search quadratic.
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
 
 # Known credential shapes: OpenAI/Anthropic, AWS access key ids, GitHub, Slack, JWTs.
 _KNOWN_SECRET = re.compile(

@@ -11,6 +11,7 @@ import faust
 from mode import Service
 
 from streams.config import Settings
+from streams.faust_transport import StepFirstTransport
 from streams.ingest import Ingestor
 from streams.migrations import migrate
 from streams.rows import CALL_COLUMNS, DEAD_LETTER_COLUMNS, FEEDBACK_COLUMNS
@@ -98,9 +99,16 @@ async def _ack_only(row: bytes, reason: str, ack: Any) -> None:
     ack.ack()
 
 
+class LLMPulseApp(faust.App):
+    """faust's App with the step-first consumer (see streams/faust_transport.py)."""
+
+    def _new_transport(self) -> Any:
+        return StepFirstTransport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings) -> faust.App:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = LLMPulseApp(
         settings.consumer_group,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),

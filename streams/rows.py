@@ -1,4 +1,7 @@
-"""Turn validated events and rejected records into ClickHouse rows (JSONEachRow lines)."""
+"""Turn validated events and rejected records into ClickHouse rows.
+
+A row is one JSONCompactEachRow line: a JSON array in the order of the table's ``*_COLUMNS``.
+"""
 
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ def call_row(
         call.output_chars, call.input_text, call.output_text, call.scores, call.tags,
         1, partition, offset,
     )  # fmt: skip
-    return orjson.dumps(dict(zip(CALL_COLUMNS, row, strict=True)))
+    return orjson.dumps(row)
 
 
 def feedback_row(fb: Feedback, partition: int, offset: int) -> bytes:
@@ -63,7 +66,7 @@ def feedback_row(fb: Feedback, partition: int, offset: int) -> bytes:
         partition,
         offset,
     )
-    return orjson.dumps(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
+    return orjson.dumps(row)
 
 
 def payload_excerpt(payload: bytes) -> str:
@@ -92,4 +95,4 @@ def dead_letter_row(
         datetime.now(UTC), topic, partition, offset, code, reason, len(data),
         hashlib.sha256(data).hexdigest(), payload_excerpt(data),
     )  # fmt: skip
-    return orjson.dumps(dict(zip(DEAD_LETTER_COLUMNS, row, strict=True)))
+    return orjson.dumps(row)

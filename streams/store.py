@@ -109,13 +109,14 @@ class ClickHouseStore:
     def insert_json_rows(
         self, table: str, columns: Sequence[str], body: bytes, dedup_token: str | None = None
     ) -> None:
-        """Insert rows given as JSONEachRow bytes; raise StoreUnavailable or StoreRejected."""
+        """Insert JSONCompactEachRow lines (arrays in ``columns`` order); may raise
+        StoreUnavailable or StoreRejected."""
         self._check_failpoint("store.insert")
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
         try:
             self._connect().raw_insert(
                 f"{self.database}.{table}", list(columns), insert_block=body,
-                settings=settings, fmt="JSONEachRow",
+                settings=settings, fmt="JSONCompactEachRow",
             )  # fmt: skip
         except DatabaseError as exc:
             if getattr(exc, "code", None) in DATA_ERROR_CODES:

@@ -11,7 +11,13 @@ import pytest
 from schemas import TextPolicy, apply_text_policy, decode_call
 from streams.config import Settings, mask_url
 from streams.migrations import MIGRATIONS, current_version, migrate
-from streams.rows import CALL_COLUMNS, call_row, dead_letter_row, payload_excerpt
+from streams.rows import (
+    CALL_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    call_row,
+    dead_letter_row,
+    payload_excerpt,
+)
 from streams.store import ClickHouseStore, ReadOnlyViolation, ensure_read_only
 from tests.events import valid_call
 
@@ -86,5 +92,11 @@ def test_dead_letter_rows_never_keep_prompt_text() -> None:
     broken = b'{"input_text": "my secret prompt", "latency_ms": '
     assert "secret" not in payload_excerpt(broken)
     assert "[EMAIL]" in payload_excerpt(b"mail me at bob@example.org")
-    row = orjson.loads(dead_letter_row("llm.calls", 1, 42, "bad_json", "broken", broken))
+    row = dict(
+        zip(
+            DEAD_LETTER_COLUMNS,
+            orjson.loads(dead_letter_row("llm.calls", 1, 42, "bad_json", "broken", broken)),
+            strict=True,
+        )
+    )
     assert row["source_offset"] == 42 and row["payload_bytes"] == len(broken)

@@ -90,7 +90,7 @@ VALID_CALLS = st.fixed_dictionaries(
         "output_text": st.text(max_size=200),
         "scores": st.dictionaries(KEYS, FINITE, max_size=5),
         "tags": st.dictionaries(KEYS, st.text(max_size=30), max_size=5),
-        "unknown_future_field": st.integers(),
+        "unknown_future_field": st.integers(min_value=-(2**63), max_value=2**63 - 1),
     },
 )
 
