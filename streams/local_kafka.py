@@ -80,7 +80,9 @@ class LocalKafka:
     def from_bootstrap(cls, data_dir: Path, bootstrap: str) -> LocalKafka:
         first = bootstrap.split(",")[0].strip()
         host, _, port = first.rpartition(":")
-        return cls(home=data_dir / "kafka", host=host or "127.0.0.1", port=int(port or 9092))
+        return cls(
+            home=(data_dir / "kafka").resolve(), host=host or "127.0.0.1", port=int(port or 9092)
+        )
 
     @property
     def bootstrap(self) -> str:
@@ -130,7 +132,7 @@ class LocalKafka:
             .replace("@CONTROLLER_PORT@", str(self.port + 1))
             .replace("@LOG_DIR@", str((self.home / "data").resolve()))
         )
-        config = self.home / "server.properties"
+        config = (self.home / "server.properties").resolve()
         config.write_text(text)
         (self.home / "log4j2.yaml").write_text(_resource_text("log4j2.yaml"))
         return config

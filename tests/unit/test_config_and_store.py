@@ -100,3 +100,11 @@ def test_dead_letter_rows_never_keep_prompt_text() -> None:
         )
     )
     assert row["source_offset"] == 42 and row["payload_bytes"] == len(broken)
+
+
+def test_local_broker_paths_are_absolute_whatever_the_data_dir() -> None:
+    from streams.local_kafka import LocalKafka
+
+    broker = LocalKafka.from_bootstrap(Path(".data"), "127.0.0.1:19092,127.0.0.1:19093")
+    assert broker.home.is_absolute()
+    assert (broker.host, broker.port, broker.bootstrap) == ("127.0.0.1", 19092, "127.0.0.1:19092")
