@@ -5,29 +5,18 @@ from __future__ import annotations
 import logging
 
 from alerting.blocks import dimensions
-from alerting.notification import MessageRef, Notification
+from alerting.notification import BaseReceiver, MessageRef, Notification
 
 log = logging.getLogger("llmpulse.alerts")
 
 
-class ConsoleReceiver:
+class ConsoleReceiver(BaseReceiver):
     """One log line per alert in the notification; never fails."""
 
     def __init__(self, name: str, send_resolved: bool = True, logger: logging.Logger = log) -> None:
-        self._name, self._send_resolved, self._log = name, send_resolved, logger
+        super().__init__(name, send_resolved=send_resolved)
+        self._log = logger
         self.lines: int = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
-
-    @property
-    def min_interval(self) -> float:
-        return 0.0
 
     def pace_key(self, notification: Notification) -> str:
         return f"console:{self._name}"

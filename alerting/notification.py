@@ -104,3 +104,22 @@ class Receiver(Protocol):
     async def send(self, notification: Notification, ref: MessageRef | None) -> MessageRef | None:
         """Deliver; ``ref`` is the group's first message, if any. Raise a DeliveryError."""
         ...
+
+
+class BaseReceiver:
+    """The name, ``send_resolved`` and pacing a :class:`Receiver` exposes, kept in one place."""
+
+    def __init__(self, name: str, *, send_resolved: bool = True, min_interval: float = 0.0) -> None:
+        self._name, self._send_resolved, self._min_interval = name, send_resolved, min_interval
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def send_resolved(self) -> bool:
+        return self._send_resolved
+
+    @property
+    def min_interval(self) -> float:
+        return self._min_interval

@@ -23,6 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from alerting.blocks import build_message
 from alerting.notification import (
+    BaseReceiver,
     MessageRef,
     Notification,
     PermanentDeliveryError,
@@ -96,7 +97,7 @@ def _classify(exc: SlackApiError) -> RetryableDeliveryError | PermanentDeliveryE
     return PermanentDeliveryError(message)
 
 
-class SlackReceiver:
+class SlackReceiver(BaseReceiver):
     """Posts alert groups to Slack; with a bot token, follow-ups go to the group's thread."""
 
     def __init__(
@@ -116,7 +117,7 @@ class SlackReceiver:
             raise ValueError("SlackReceiver needs exactly one of token or webhook_url")
         if token is not None and not channel:
             raise ValueError("SlackReceiver with a bot token needs a channel")
-        self._name, self._send_resolved, self._min_interval = name, send_resolved, min_interval
+        super().__init__(name, send_resolved=send_resolved, min_interval=min_interval)
         self.channel = channel
         handlers = handlers if handlers is not None else retry_handlers()
         self._web: AsyncWebClient | None = None
@@ -138,18 +139,6 @@ class SlackReceiver:
     def __repr__(self) -> str:
         mode = "bot" if self._web is not None else "webhook"
         return f"SlackReceiver(name={self._name!r}, mode={mode}, channel={self.channel!r})"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
-
-    @property
-    def min_interval(self) -> float:
-        return self._min_interval
 
     def pace_key(self, notification: Notification) -> str:
         return f"slack:{self.channel or self._name}"

@@ -10,6 +10,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from alerting.notification import (
+    BaseReceiver,
     MessageRef,
     Notification,
     PermanentDeliveryError,
@@ -17,7 +18,7 @@ from alerting.notification import (
 )
 
 
-class WebhookReceiver:
+class WebhookReceiver(BaseReceiver):
     """POSTs ``{"version": "1", ...notification}``; ``Idempotency-Key`` lets the far end dedupe."""
 
     def __init__(
@@ -30,24 +31,13 @@ class WebhookReceiver:
         max_retries: int = 3,
         backoff_cap: float = 5.0,
     ) -> None:
-        self._name, self._url, self._send_resolved = name, url, send_resolved
+        super().__init__(name, send_resolved=send_resolved)
+        self._url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_retries, self._backoff_cap = max_retries, backoff_cap
 
     def __repr__(self) -> str:
         return f"WebhookReceiver(name={self._name!r}, url={self._url!r})"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
-
-    @property
-    def min_interval(self) -> float:
-        return 0.0
 
     def pace_key(self, notification: Notification) -> str:
         return f"webhook:{self._name}"

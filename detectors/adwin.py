@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from detectors._river import drift
 from detectors.base import UnivariateDetector, check_in_range, check_positive_int
-from detectors.detection import ParamValue
 
 __all__ = ["AdwinDetector"]
 
@@ -56,6 +55,7 @@ class AdwinDetector(UnivariateDetector):
     """
 
     name = "adwin"
+    _param_names = ("delta", "clock", "max_window", "min_window_length")
 
     def __init__(
         self,
@@ -107,12 +107,3 @@ class AdwinDetector(UnivariateDetector):
     def _change_index(self) -> int:
         # After a cut, ADWIN's window holds only the values it judged to be the new regime.
         return self._n_seen - int(self._adwin.width) + 1
-
-    @property
-    def _detector_params(self) -> dict[str, ParamValue]:
-        return {
-            "delta": self.delta,
-            "clock": self.clock,
-            "max_window": self.max_window,
-            "min_window_length": self.min_window_length,
-        }

@@ -12,6 +12,7 @@ from detectors.detection import Detection, ParamValue
 __all__ = [
     "BaselineStats",
     "ChangeDetector",
+    "SignalDetector",
     "UnivariateDetector",
     "check_in_range",
     "check_positive_int",
@@ -158,17 +159,56 @@ def _describe(values: array[float], q: float) -> tuple[float, float, float]:
     return mean, std, ordered[min(n - 1, int(q * n))]
 
 
-class UnivariateDetector(ABC):
+class SignalDetector(ABC):
+    """What every detector of one signal shares: its name, counters, params, clone and repr.
+
+    Subclasses validate their own arguments and describe themselves with :attr:`params`:
+    everything needed to rebuild them except ``signal``.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, signal: str, warm_up: int) -> None:
+        self.signal = signal
+        self._warm_up = warm_up
+        self._n_seen = 0
+
+    @property
+    def n_seen(self) -> int:
+        """Number of (valid) values seen since creation."""
+        return self._n_seen
+
+    @property
+    def warm_up(self) -> int:
+        """Updates after creation (and, for change detectors, after each change) with no report."""
+        return self._warm_up
+
+    @property
+    @abstractmethod
+    def params(self) -> dict[str, ParamValue]: ...
+
+    def clone(self) -> Self:
+        """A fresh detector with the same parameters and nothing learned."""
+        kwargs: dict[str, Any] = dict(self.params)
+        return type(self)(signal=self.signal, **kwargs)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in {"signal": self.signal, **self.params}.items())
+        return f"{type(self).__name__}({args})"
+
+
+class UnivariateDetector(SignalDetector):
     """Warm-up, direction filtering and before/after statistics around a river detector.
 
     Subclasses implement :meth:`_learn` (feed one value, return whether the underlying
     detector fired), :meth:`_restart` (start learning a new regime) and may refine
-    :meth:`_change_index` (where the change began). After each change, reported or not,
-    the detector warms up again on the new regime, so one incident is reported once and
-    a restart never floods.
+    :meth:`_change_index` (where the change began), and list in ``_param_names`` the
+    attributes that hold their own constructor arguments. After each change, reported or
+    not, the detector warms up again on the new regime, so one incident is reported once
+    and a restart never floods.
     """
 
-    name: ClassVar[str]
+    _param_names: ClassVar[tuple[str, ...]]
 
     def __init__(
         self,
@@ -184,24 +224,12 @@ class UnivariateDetector(ABC):
         check_positive_int("warm_up", warm_up, minimum=0)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        self.signal = signal
-        self._warm_up = warm_up
+        super().__init__(signal=signal, warm_up=warm_up)
         self.direction = direction
         self._baseline = BaselineStats(
             quantile=quantile, block_size=block_size, n_blocks=n_blocks, recent_size=recent_size
         )
-        self._n_seen = 0
         self._regime_start = 0
-
-    @property
-    def n_seen(self) -> int:
-        """Number of (finite) values seen since creation."""
-        return self._n_seen
-
-    @property
-    def warm_up(self) -> int:
-        """Updates after creation, and after each change, during which nothing is reported."""
-        return self._warm_up
 
     @property
     def warming_up(self) -> bool:
@@ -244,10 +272,6 @@ class UnivariateDetector(ABC):
     @abstractmethod
     def _restart(self) -> None: ...
 
-    @property
-    @abstractmethod
-    def _detector_params(self) -> dict[str, ParamValue]: ...
-
     def _change_index(self) -> int:
         """Best guess of the first index of the new regime, called when the detector fires.
 
@@ -260,7 +284,7 @@ class UnivariateDetector(ABC):
     def params(self) -> dict[str, ParamValue]:
         """Everything needed to rebuild this detector, except ``signal``."""
         return {
-            **self._detector_params,
+            **{name: getattr(self, name) for name in self._param_names},
             "warm_up": self._warm_up,
             "direction": self.direction,
             "quantile": self._baseline.quantile,
@@ -268,15 +292,6 @@ class UnivariateDetector(ABC):
             "n_blocks": self._baseline.n_blocks,
             "recent_size": self._baseline.recent_size,
         }
-
-    def clone(self) -> Self:
-        """A fresh detector with the same parameters and nothing learned."""
-        kwargs: dict[str, Any] = dict(self.params)
-        return type(self)(signal=self.signal, **kwargs)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in {"signal": self.signal, **self.params}.items())
-        return f"{type(self).__name__}({args})"
 
     def _wanted(self, change: float) -> bool:
         if self.direction == "up":

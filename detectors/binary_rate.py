@@ -57,6 +57,7 @@ class BinaryRateDetector(UnivariateDetector):
     """
 
     name = "binary_rate"
+    _param_names = ("method", "drift_threshold", "drift_confidence", "warm_start")
 
     def __init__(
         self,
@@ -120,12 +121,3 @@ class BinaryRateDetector(UnivariateDetector):
         params = super().params
         del params["direction"]
         return params
-
-    @property
-    def _detector_params(self) -> dict[str, ParamValue]:
-        return {
-            "method": self.method,
-            "drift_threshold": self.drift_threshold,
-            "drift_confidence": self.drift_confidence,
-            "warm_start": self.warm_start,
-        }

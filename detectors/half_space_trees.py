@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any, Self
 
 from detectors._river import anomaly, preprocessing, stats
 from detectors.adwin import AdwinDetector
-from detectors.base import check_in_range, check_positive_int
+from detectors.base import SignalDetector, check_in_range, check_positive_int
 from detectors.detection import Detection, ParamValue
 
 __all__ = ["HalfSpaceTreesDetector", "HalfSpaceTreesScorer", "QuantileThreshold"]
@@ -115,7 +116,7 @@ class QuantileThreshold:
         self._quantile.update(score)
 
 
-class HalfSpaceTreesDetector:
+class HalfSpaceTreesDetector(SignalDetector):
     """Per-call anomaly scores, reported when the share of anomalous calls jumps.
 
     Each call is scored by :class:`HalfSpaceTreesScorer` and judged by
@@ -171,24 +172,14 @@ class HalfSpaceTreesDetector:
         warm_up: int = 1000,
     ) -> None:
         check_positive_int("warm_up", warm_up, minimum=2 * window_size)
-        self.signal = signal
+        super().__init__(signal=signal, warm_up=warm_up)
         self._scorer = HalfSpaceTreesScorer(
             features, n_trees=n_trees, height=height, window_size=window_size, seed=seed
         )
         self._threshold = QuantileThreshold(q)
         self._rate = AdwinDetector(signal=signal, delta=delta, warm_up=0, direction="up")
-        self._warm_up = warm_up
-        self._n_seen = 0
         self.last_score = math.nan
         self.last_anomalous = False
-
-    @property
-    def n_seen(self) -> int:
-        return self._n_seen
-
-    @property
-    def warm_up(self) -> int:
-        return self._warm_up
 
     @property
     def params(self) -> dict[str, ParamValue]:
@@ -204,14 +195,10 @@ class HalfSpaceTreesDetector:
             "warm_up": self._warm_up,
         }
 
-    def clone(self) -> HalfSpaceTreesDetector:
-        params = self.params
-        features = str(params.pop("features")).split(",")
-        return HalfSpaceTreesDetector(features, signal=self.signal, **params)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"HalfSpaceTreesDetector(signal={self.signal!r}, {args})"
+    def clone(self) -> Self:
+        kwargs: dict[str, Any] = dict(self.params)
+        features = str(kwargs.pop("features")).split(",")
+        return type(self)(features, signal=self.signal, **kwargs)
 
     def update(self, x: Mapping[str, float]) -> Detection | None:
         """Score, judge and (if not anomalous) learn one call's features."""

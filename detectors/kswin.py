@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from detectors._river import drift
 from detectors.base import UnivariateDetector, check_in_range, check_positive_int
-from detectors.detection import ParamValue
 
 __all__ = ["KswinDetector"]
 
@@ -52,6 +51,7 @@ class KswinDetector(UnivariateDetector):
     """
 
     name = "kswin"
+    _param_names = ("alpha", "window_size", "stat_size", "seed")
 
     def __init__(
         self,
@@ -102,12 +102,3 @@ class KswinDetector(UnivariateDetector):
 
     def _change_index(self) -> int:
         return self._n_seen - self.stat_size + 1
-
-    @property
-    def _detector_params(self) -> dict[str, ParamValue]:
-        return {
-            "alpha": self.alpha,
-            "window_size": self.window_size,
-            "stat_size": self.stat_size,
-            "seed": self.seed,
-        }

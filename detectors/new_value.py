@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from detectors.base import check_positive_int
+from detectors.base import SignalDetector, check_positive_int
 from detectors.detection import Detection, ParamValue
 
 __all__ = ["NewValueDetector"]
 
 
-class NewValueDetector:
+class NewValueDetector(SignalDetector):
     """Reports a value never seen before once it occurs ``min_count`` times in ``window`` updates.
 
     Values seen during warm-up are the baseline. With ``min_count=1`` the first sighting
@@ -64,23 +64,13 @@ class NewValueDetector:
         check_positive_int("max_values", max_values)
         check_positive_int("max_candidates", max_candidates)
         check_positive_int("warm_up", warm_up, minimum=0)
-        self.signal = signal
+        super().__init__(signal=signal, warm_up=warm_up)
         self.min_count = min_count
         self.window = window
         self.max_values = max_values
         self.max_candidates = max_candidates
-        self._warm_up = warm_up
-        self._n_seen = 0
         self._known: OrderedDict[str, None] = OrderedDict()
         self._candidates: OrderedDict[str, deque[int]] = OrderedDict()
-
-    @property
-    def n_seen(self) -> int:
-        return self._n_seen
-
-    @property
-    def warm_up(self) -> int:
-        return self._warm_up
 
     @property
     def params(self) -> dict[str, ParamValue]:
@@ -91,13 +81,6 @@ class NewValueDetector:
             "max_candidates": self.max_candidates,
             "warm_up": self._warm_up,
         }
-
-    def clone(self) -> NewValueDetector:
-        return NewValueDetector(signal=self.signal, **self.params)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"NewValueDetector(signal={self.signal!r}, {args})"
 
     def update(self, value: str) -> Detection | None:
         """Learn one value; return a :class:`Detection` when a new value is confirmed."""

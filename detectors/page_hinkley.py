@@ -6,7 +6,6 @@ import math
 
 from detectors._river import drift
 from detectors.base import UnivariateDetector, check_positive_int
-from detectors.detection import ParamValue
 
 __all__ = ["StandardizedPageHinkley"]
 
@@ -59,6 +58,7 @@ class StandardizedPageHinkley(UnivariateDetector):
     """
 
     name = "page_hinkley"
+    _param_names = ("delta", "threshold", "alpha", "min_instances")
 
     def __init__(
         self,
@@ -138,12 +138,3 @@ class StandardizedPageHinkley(UnivariateDetector):
         up = self._ph._sum_increase - self._ph._min_increase
         down = self._ph._max_decrease - self._ph._sum_decrease
         return (self._argmin_up if up >= down else self._argmax_down) + 1
-
-    @property
-    def _detector_params(self) -> dict[str, ParamValue]:
-        return {
-            "delta": self.delta,
-            "threshold": self.threshold,
-            "alpha": self.alpha,
-            "min_instances": self.min_instances,
-        }

@@ -107,8 +107,110 @@ ORDER BY (source_topic, source_partition, source_offset)
 SETTINGS non_replicated_deduplication_window = 1000
 """
 
+METRICS_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}.llm_metrics_1m
+(
+    key_set                        LowCardinality(String),
+    app                            LowCardinality(String),
+    environment                    LowCardinality(String),
+    provider                       LowCardinality(String),
+    model                          LowCardinality(String),
+    prompt_id                      LowCardinality(String),
+    prompt_version                 LowCardinality(String),
+    dimensions                     Map(LowCardinality(String), String),
+    window_start                   DateTime64(3, 'UTC'),
+    window_end                     DateTime64(3, 'UTC'),
+    requests                       UInt64,
+    errors                         UInt64,
+    error_rate                     Nullable(Float64),
+    latency_p50_ms                 Nullable(Float64),
+    latency_p90_ms                 Nullable(Float64),
+    latency_p95_ms                 Nullable(Float64),
+    latency_p99_ms                 Nullable(Float64),
+    ttft_count                     UInt64,
+    ttft_p50_ms                    Nullable(Float64),
+    ttft_p95_ms                    Nullable(Float64),
+    output_tokens_per_second_count UInt64,
+    output_tokens_per_second_mean  Nullable(Float64),
+    input_tokens_sum               UInt64,
+    output_tokens_sum              UInt64,
+    cached_input_tokens_sum        UInt64,
+    cost_usd_sum                   Float64,
+    cost_missing                   UInt64,
+    cost_per_1k_requests           Nullable(Float64),
+    finish_length_rate             Nullable(Float64),
+    finish_content_filter_rate     Nullable(Float64),
+    score_means                    Map(LowCardinality(String), Float64),
+    score_counts                   Map(LowCardinality(String), UInt64),
+    feedback_means                 Map(LowCardinality(String), Float64),
+    feedback_counts                Map(LowCardinality(String), UInt64),
+    late_events                    UInt64,
+    closed_by                      LowCardinality(Nullable(String)),
+    inserted_at                    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (key_set, app, provider, model, environment, prompt_id, prompt_version, window_start)
+TTL toDateTime(window_start) + INTERVAL {ttl_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000
+"""
+
+# Quantile states are quantilesExactInclusive: exact (numpy's linear interpolation) at any
+# size, so the stream's own error bound is the whole disagreement. The reservoir-sampling
+# `quantiles` is exact only up to 8,192 values per state and measured 1.2% rank error at p50
+# after merging 200,000 values; see docs/metrics.md.
+CALLS_1M_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}.llm_calls_1m
+(
+    minute                DateTime('UTC'),
+    app                   LowCardinality(String),
+    environment           LowCardinality(String),
+    provider              LowCardinality(String),
+    model                 LowCardinality(String),
+    prompt_id             LowCardinality(String),
+    prompt_version        LowCardinality(String),
+    requests              AggregateFunction(count),
+    errors                SimpleAggregateFunction(sum, UInt64),
+    latency_q             AggregateFunction(quantilesExactInclusive(0.5, 0.9, 0.95, 0.99), Float64),
+    ttft_q                AggregateFunction(quantilesExactInclusive(0.5, 0.95), Nullable(Float64)),
+    input_tokens_sum        SimpleAggregateFunction(sum, UInt64),
+    output_tokens_sum       SimpleAggregateFunction(sum, UInt64),
+    cached_input_tokens_sum SimpleAggregateFunction(sum, UInt64),
+    cost_usd_sum            SimpleAggregateFunction(sum, Float64),
+    cost_calls            SimpleAggregateFunction(sum, UInt64),
+    finish_length         SimpleAggregateFunction(sum, UInt64),
+    finish_content_filter SimpleAggregateFunction(sum, UInt64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (app, environment, provider, model, prompt_id, prompt_version, minute)
+TTL minute + INTERVAL {ttl_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000
+"""
+
+CALLS_1M_VIEW = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.llm_calls_1m_mv TO {db}.llm_calls_1m AS
+SELECT
+    toStartOfMinute(timestamp) AS minute,
+    app, environment, provider, model, prompt_id, prompt_version,
+    countState() AS requests,
+    toUInt64(countIf(status = 'error')) AS errors,
+    quantilesExactInclusiveState(0.5, 0.9, 0.95, 0.99)(latency_ms) AS latency_q,
+    quantilesExactInclusiveState(0.5, 0.95)(ttft_ms) AS ttft_q,
+    toUInt64(sum(ifNull(input_tokens, 0))) AS input_tokens_sum,
+    toUInt64(sum(ifNull(output_tokens, 0))) AS output_tokens_sum,
+    toUInt64(sum(ifNull(cached_input_tokens, 0))) AS cached_input_tokens_sum,
+    toFloat64(sum(ifNull(cost_usd, 0))) AS cost_usd_sum,
+    toUInt64(countIf(cost_usd IS NOT NULL)) AS cost_calls,
+    toUInt64(countIf(finish_reason = 'length')) AS finish_length,
+    toUInt64(countIf(finish_reason = 'content_filter')) AS finish_content_filter
+FROM {db}.llm_calls
+GROUP BY minute, app, environment, provider, model, prompt_id, prompt_version
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ingestion tables", (CALLS_TABLE, FEEDBACK_TABLE, DEAD_LETTERS_TABLE)),
+    Migration(2, "metric rollups", (METRICS_TABLE, CALLS_1M_TABLE, CALLS_1M_VIEW)),
 )
 
 
@@ -138,18 +240,26 @@ def migrate(store: ClickHouseStore, ttl_days: int = 90) -> list[int]:
     return applied
 
 
+# The time expression each table's TTL counts from.
+TTL_COLUMNS = {
+    "llm_calls": "toDateTime(timestamp)",
+    "llm_feedback": "toDateTime(timestamp)",
+    "llm_metrics_1m": "toDateTime(window_start)",
+    "llm_calls_1m": "minute",
+}
+
+
 def _apply_ttl(store: ClickHouseStore, ttl_days: int) -> None:
-    """Keep the raw tables' TTL in step with the configured retention."""
+    """Keep the tables' TTL in step with the configured retention."""
     db = store.database
-    for table in ("llm_calls", "llm_feedback"):
+    for table, column in TTL_COLUMNS.items():
         engine = store.query(
             f"SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = '{table}'"
         ).rows
         wanted = f"toIntervalDay({ttl_days})"
         if engine and wanted not in str(engine[0][0]):
             store.command(
-                f"ALTER TABLE {db}.{table} MODIFY TTL "
-                f"toDateTime(timestamp) + INTERVAL {ttl_days} DAY "
+                f"ALTER TABLE {db}.{table} MODIFY TTL {column} + INTERVAL {ttl_days} DAY "
                 "SETTINGS materialize_ttl_after_modify = 0"
             )
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from schemas import Feedback, LLMCall, redact
+from streams.metrics import MetricRecord
 
 CALL_COLUMNS: tuple[str, ...] = (
     "event_id", "timestamp", "app", "environment", "operation", "provider", "model",
@@ -95,4 +96,27 @@ def dead_letter_row(
         datetime.now(UTC), topic, partition, offset, code, reason, len(data),
         hashlib.sha256(data).hexdigest(), payload_excerpt(data),
     )  # fmt: skip
+    return orjson.dumps(row)
+
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "key_set", "app", "environment", "provider", "model", "prompt_id", "prompt_version",
+    "dimensions", "window_start", "window_end", "requests", "errors", "error_rate",
+    "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "ttft_count",
+    "ttft_p50_ms", "ttft_p95_ms", "output_tokens_per_second_count",
+    "output_tokens_per_second_mean", "input_tokens_sum", "output_tokens_sum",
+    "cached_input_tokens_sum", "cost_usd_sum", "cost_missing", "cost_per_1k_requests",
+    "finish_length_rate", "finish_content_filter_rate", "score_means", "score_counts",
+    "feedback_means", "feedback_counts", "late_events", "closed_by",
+)  # fmt: skip
+
+_METRIC_DIMENSIONS = ("app", "environment", "provider", "model", "prompt_id", "prompt_version")
+_METRIC_FIELDS = METRIC_COLUMNS[len(_METRIC_DIMENSIONS) + 1 :]
+
+
+def metric_row(record: MetricRecord) -> bytes:
+    """One ``llm_metrics_1m`` row; dimensions outside the record's key set are ``""``."""
+    dims = record.dimensions
+    row = [record.key_set, *(dims.get(name, "") for name in _METRIC_DIMENSIONS)]
+    row.extend(getattr(record, name) for name in _METRIC_FIELDS)
     return orjson.dumps(row)
