@@ -118,6 +118,8 @@ def apply_text_policy(call: LLMCall, policy: TextPolicy) -> LLMCall:
     >>> apply_text_policy(call, TextPolicy(store_text=True, max_chars=6)).input_text
     'hi [EM'
     """
+    if call.input_text is None and call.output_text is None:
+        return call  # nothing to drop, redact or count: spare the copy on the hot path
     return call.model_copy(
         update={
             "input_text": _stored_text(call.input_text, policy),

@@ -72,7 +72,7 @@ def sql(
     output: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
 ) -> None:
     """Query the store. While a worker runs on the embedded store, the query goes through it."""
-    from streams.sql_client import run_query
+    from streams.worker_client import run_query
 
     try:
         columns, rows, via = run_query(_settings(), query)

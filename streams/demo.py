@@ -16,7 +16,6 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from streams.config import Settings
 from streams.local_kafka import LocalKafka
-from streams.sql_client import query_worker
+from streams.worker_client import query_worker, wait_healthy
 
 MODELS = (
     ("openai", "gpt-4o-mini", 700.0),
@@ -119,7 +118,10 @@ def run_demo(settings: Settings, events: int, rate: float, console: Console) -> 
         stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ),
     )  # fmt: skip
     try:
-        _wait_healthy(settings, worker, log_path)
+        try:
+            wait_healthy(settings.web_host, settings.web_port, worker, timeout=120)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; see {log_path}") from exc
         console.print(f"worker up; health at http://{settings.web_host}:{settings.web_port}/health")
         before = _count(settings, CALLS_STORED), _count(settings, DEAD_LETTERS_STORED)
         valid, bad = asyncio.run(publish(settings, events, rate, console))
@@ -156,21 +158,3 @@ DEAD_LETTERS_STORED = "SELECT count() FROM llmpulse.llm_dead_letters FINAL"
 
 def _count(settings: Settings, sql: str) -> int:
     return int(query_worker(settings.web_host, settings.web_port, sql)[1][0][0])
-
-
-def _wait_healthy(settings: Settings, worker: subprocess.Popen[bytes], log_path: Path) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited; see {log_path}")
-        try:
-            url = f"http://{settings.web_host}:{settings.web_port}/health"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"worker not healthy after 120s; see {log_path}")

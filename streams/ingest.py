@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,31 +90,37 @@ class Ingestor:
         )
 
     async def consume_calls(self, events: AsyncIterator[Any]) -> None:
-        limits, policy, sink = self.limits, self.text_policy, self.calls
-        counted = self.counters.events_in
-        async for event in events:
-            message = event.message
-            counted[message.topic] += 1
-            try:
-                call = decode_call(message.value, limits, datetime.now(UTC))
-            except InvalidEvent as exc:
-                await self.dead_letter(event, exc.code, exc.reason)
-                continue
-            call = apply_text_policy(call, policy)
-            await sink.add(call_row(call, message.partition, message.offset), event)
+        limits, policy = self.limits, self.text_policy
+
+        def row(message: Any) -> bytes:
+            call = decode_call(message.value, limits, datetime.now(UTC))
+            return call_row(apply_text_policy(call, policy), message.partition, message.offset)
+
+        await self._consume(events, row, self.calls)
 
     async def consume_feedback(self, events: AsyncIterator[Any]) -> None:
-        limits, sink = self.limits, self.feedback
+        limits = self.limits
+
+        def row(message: Any) -> bytes:
+            feedback = decode_feedback(message.value, limits, datetime.now(UTC))
+            return feedback_row(feedback, message.partition, message.offset)
+
+        await self._consume(events, row, self.feedback)
+
+    async def _consume(
+        self, events: AsyncIterator[Any], row: Callable[[Any], bytes], sink: ClickHouseSink
+    ) -> None:
+        """Validate each record into a row for ``sink``; dead-letter what fails validation."""
         counted = self.counters.events_in
         async for event in events:
             message = event.message
             counted[message.topic] += 1
             try:
-                fb = decode_feedback(message.value, limits, datetime.now(UTC))
+                line = row(message)
             except InvalidEvent as exc:
                 await self.dead_letter(event, exc.code, exc.reason)
                 continue
-            await sink.add(feedback_row(fb, message.partition, message.offset), event)
+            await sink.add(line, event)
 
     async def dead_letter(self, event: Any, code: str, reason: str) -> None:
         """Send the original bytes with the reason to the DLQ topic and ``llm_dead_letters``."""

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -247,10 +246,3 @@ def _metadata_ok(bootstrap: str) -> bool:
         return asyncio.run(probe())
     except Exception:
         return False
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience for scripts
-    broker = LocalKafka.from_bootstrap(
-        Path(sys.argv[2] if len(sys.argv) > 2 else ".data"), "127.0.0.1:9092"
-    )
-    print(getattr(broker, sys.argv[1])())

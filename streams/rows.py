@@ -37,18 +37,15 @@ _TEXT_KEYS = (b'"input_text"', b'"output_text"')
 EXCERPT_CHARS = 512
 
 
-def call_row(
-    call: LLMCall, partition: int, offset: int, cost_usd: float | None = None, cost_source: str = ""
-) -> bytes:
+def call_row(call: LLMCall, partition: int, offset: int) -> bytes:
     """One ``llm_calls`` row. ``call`` must already have passed the text policy."""
-    cost = call.cost_usd if call.cost_usd is not None else cost_usd
-    source = "event" if call.cost_usd is not None else cost_source
     row = (
         call.event_id, call.timestamp, call.app, call.environment, call.operation,
         call.provider, call.model, call.response_model or "", call.prompt_id or "",
         call.prompt_version or "", call.user_id or "", call.session_id or "", call.trace_id or "",
         call.span_id or "", call.latency_ms, call.ttft_ms, call.input_tokens, call.output_tokens,
-        call.cached_input_tokens, cost, source if cost is not None else "", call.status,
+        call.cached_input_tokens, call.cost_usd, "" if call.cost_usd is None else "event",
+        call.status,
         call.error_type or "", call.finish_reason or "", call.streaming, call.input_chars,
         call.output_chars, call.input_text, call.output_text, call.scores, call.tags,
         1, partition, offset,

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +41,6 @@ class SinkStats:
     backpressure: bool = False
     last_batch_rows: int = 0
     last_write_seconds: float = 0.0
-    pending_batches: int = 0
 
 
 @dataclass
@@ -56,7 +55,7 @@ class RetryPolicy:
     initial_s: float = 0.2
     max_s: float = 10.0
 
-    def delays(self) -> Any:
+    def delays(self) -> Iterator[float]:
         delay = self.initial_s
         while True:
             yield delay
@@ -116,8 +115,12 @@ class ClickHouseSink:
         self._tasks = []
 
     @property
+    def pending_batches(self) -> int:
+        return self._queue.qsize()
+
+    @property
     def buffered_rows(self) -> int:
-        return len(self._buffer.rows) + self.stats.pending_batches * self.batch_rows
+        return len(self._buffer.rows) + self.pending_batches * self.batch_rows
 
     async def add(self, row: bytes, ack: Any = None) -> None:
         buffer = self._buffer
@@ -141,7 +144,6 @@ class ClickHouseSink:
             self._buffer = _Batch()
             self.stats.backpressure = self._queue.full()
             await self._queue.put(batch)
-            self.stats.pending_batches = self._queue.qsize()
 
     async def _ticker(self) -> None:
         period = min(self.flush_interval_s / 4, 0.25)
@@ -158,7 +160,6 @@ class ClickHouseSink:
                 await self._write(batch.rows, batch.acks)
             finally:
                 self._queue.task_done()
-                self.stats.pending_batches = self._queue.qsize()
                 self.stats.backpressure = False
 
     async def _write(self, rows: list[bytes], acks: list[Any]) -> None:

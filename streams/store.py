@@ -123,7 +123,8 @@ class ClickHouseStore:
                 raise StoreRejected(str(exc)) from exc
             raise StoreUnavailable(str(exc)) from exc
         except (OperationalError, Error, OSError) as exc:
-            self._client = None if not self.embedded else self._client
+            if not self.embedded:  # reconnect to a server next time; chDB keeps its engine
+                self._client = None
             raise StoreUnavailable(str(exc)) from exc
 
     def close(self) -> None:

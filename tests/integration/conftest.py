@@ -14,11 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from streams.local_kafka import LocalKafka
-from streams.sql_client import query_worker
+from streams.worker_client import fetch_health, query_worker, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,26 +71,14 @@ class WorkerProcess:
         return self
 
     def health(self) -> dict[str, Any] | None:
-        import urllib.request
-
-        try:
-            url = f"http://127.0.0.1:{self.web_port}/health"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return dict(orjson.loads(response.read()))
-        except OSError:
-            return None
+        return fetch_health("127.0.0.1", self.web_port)
 
     def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log_tail()}")
-            health = self.health()
-            if health and health.get("status") == "ok":
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
+        assert self.proc is not None
+        try:
+            wait_healthy("127.0.0.1", self.web_port, self.proc, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}:\n{self.log_tail()}") from exc
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

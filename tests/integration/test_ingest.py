@@ -131,7 +131,7 @@ def test_store_outage_pauses_then_recovers_without_loss(
 
 
 def test_sql_endpoint_is_read_only(worker_env: dict[str, str], make_worker: Any) -> None:
-    from streams.sql_client import QueryError, query_worker
+    from streams.worker_client import QueryError, query_worker
 
     worker = make_worker().start()
     for statement in (

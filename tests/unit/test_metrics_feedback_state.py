@@ -4,50 +4,21 @@ from __future__ import annotations
 
 import doctest
 import importlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
 import pytest
 
 from streams.metrics import MetricsAggregator, MetricsConfig, MetricsStateError, PricingTable
+from tests.unit.metrics_fakes import Call as FakeCall
+from tests.unit.metrics_fakes import Feedback, at
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CONFIG = MetricsConfig(key_sets=(("app",), ("app", "prompt_id")), feedback_join_capacity=3)
 
 
-@dataclass(frozen=True)
-class Call:
-    event_id: str
-    timestamp: datetime
-    app: str = "bot"
-    environment: str | None = "production"
-    provider: str = "openai"
-    model: str = "gpt-4o"
-    prompt_id: str | None = "answer"
-    prompt_version: str | None = "v1"
-    latency_ms: float = 500.0
-    ttft_ms: float | None = 80.0
-    input_tokens: int | None = 100
-    output_tokens: int | None = 20
-    cached_input_tokens: int | None = None
-    cost_usd: float | None = None
-    status: str = "ok"
-    finish_reason: str | None = "stop"
-    scores: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Feedback:
-    event_id: str
-    timestamp: datetime
-    name: str
-    value: float
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+# These tests use calls that carry a TTFT by default.
+Call = partial(FakeCall, ttft_ms=80.0)
 
 
 def aggregator(config: MetricsConfig = CONFIG) -> MetricsAggregator:
@@ -91,7 +62,7 @@ def test_feedback_for_a_closed_window_is_late() -> None:
 
 def run_events(agg: MetricsAggregator, events: list[Any]) -> None:
     for event in events:
-        if isinstance(event, Call):
+        if isinstance(event, FakeCall):
             agg.add_call(event)
         else:
             agg.add_feedback(event)

@@ -4,36 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from streams.metrics import MetricRecord, MetricsAggregator, MetricsConfig, PricingTable
-
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Call:
-    event_id: str
-    timestamp: datetime
-    app: str = "bot"
-    environment: str | None = "production"
-    provider: str = "openai"
-    model: str = "gpt-4o"
-    prompt_id: str | None = "answer"
-    prompt_version: str | None = "v1"
-    latency_ms: float = 500.0
-    ttft_ms: float | None = None
-    input_tokens: int | None = 100
-    output_tokens: int | None = 20
-    cached_input_tokens: int | None = None
-    cost_usd: float | None = None
-    status: str = "ok"
-    finish_reason: str | None = "stop"
-    scores: dict[str, float] = field(default_factory=dict)
+from tests.unit.metrics_fakes import Call, at
 
 
 class FakeClock:
@@ -42,10 +20,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 def generate(n: int, seed: int, span_s: float = 100.0) -> list[Call]:

@@ -1,7 +1,12 @@
-"""``llmpulse sql``: ask a running worker's read-only endpoint, or open the store directly."""
+"""Talking to a running worker over its web port: health, and the read-only SQL endpoint.
+
+``llmpulse sql`` asks a running worker, or opens the store directly when none runs.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -39,6 +44,29 @@ def query_worker(
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectionError(str(exc)) from exc
     return list(body["columns"]), [tuple(row) for row in body["rows"]]
+
+
+def fetch_health(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The worker's ``/health`` body, or None while it is starting or not listening."""
+    try:
+        url = f"http://{host}:{port}/health"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return dict(orjson.loads(response.read()))
+    except OSError:
+        return None
+
+
+def wait_healthy(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until the worker ``process`` reports ``ok``; raise if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        health = fetch_health(host, port)
+        if health and health.get("status") == "ok":
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"worker not healthy after {timeout:.0f}s")
 
 
 def run_query(settings: Settings, sql: str) -> tuple[list[str], list[Any], str]:
