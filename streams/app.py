@@ -10,11 +10,14 @@ from typing import Any, cast
 import faust
 from mode import Service
 
+from streams.checkpoints import CheckpointStore
 from streams.config import Settings
 from streams.faust_transport import StepFirstTransport
 from streams.ingest import Ingestor
+from streams.metrics import MetricsConfig, PartitionedMetrics, PricingTable
+from streams.metrics_stage import MetricsStage
 from streams.migrations import migrate
-from streams.rows import CALL_COLUMNS, DEAD_LETTER_COLUMNS, FEEDBACK_COLUMNS
+from streams.rows import CALL_COLUMNS, DEAD_LETTER_COLUMNS, FEEDBACK_COLUMNS, METRIC_COLUMNS
 from streams.sink import ClickHouseSink, RetryPolicy
 from streams.store import ClickHouseStore
 from streams.web import register_pages
@@ -63,9 +66,52 @@ class Runtime(Service):
         calls.on_rejected = self.ingestor.store_rejected
         feedback.on_rejected = self.ingestor.store_rejected
         dead.on_rejected = _ack_only
-        self.sinks = (calls, feedback, dead)
+        self.sinks: tuple[ClickHouseSink, ...] = (calls, feedback, dead)
+        self.checkpoints = CheckpointStore(
+            settings.kafka_bootstrap,
+            settings.kafka_client_options(),
+            settings.topic_state,
+            settings.state_key_bytes(),
+        )
+        self.metrics: MetricsStage | None = None
+        if settings.metrics_enabled:
+            self.metrics = self._metrics_stage(sink_options)
+            self.ingestor.on_call = self.metrics.add_call
+            self.ingestor.on_feedback = self.metrics.add_feedback
+            self.ingestor.hold = self.metrics.hold
+            self.ingestor.gate = self.metrics.gate
+            self.sinks = (*self.sinks, self.metrics.sink)
         self.ready = asyncio.Event()
         super().__init__(**kwargs)
+
+    def _metrics_stage(self, sink_options: dict[str, Any]) -> MetricsStage:
+        settings = self.settings
+        config = MetricsConfig(
+            window_seconds=settings.metrics_window_s,
+            allowed_lateness_seconds=settings.metrics_lateness_s,
+            idle_close_seconds=settings.metrics_idle_close_s,
+        )
+        pricing = PricingTable.load(overrides=settings.pricing_file)
+        topic = self.app.topic(
+            settings.topic_metrics, partitions=settings.topic_partitions,
+            replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
+        )  # fmt: skip
+
+        async def publish(key: bytes, value: bytes) -> None:
+            delivery = await topic.send(key=key, value=value)
+            await delivery
+
+        sink = ClickHouseSink(self.store, "llm_metrics_1m", METRIC_COLUMNS, **sink_options)
+        sink.on_rejected = _log_rejected_metric
+        return MetricsStage(
+            PartitionedMetrics(config, pricing),
+            self.checkpoints,
+            settings.topic_calls,
+            publish,
+            sink,
+            settings.checkpoint_interval_s,
+            pricing,
+        )
 
     async def on_start(self) -> None:
         delay = 0.5
@@ -80,18 +126,47 @@ class Runtime(Service):
         if applied:
             log.info("applied migrations %s", applied)
         await self.dlq_topic.maybe_declare()
+        await self.checkpoints.start()
         for sink in self.sinks:
             sink.start()
+        if self.metrics is not None:
+            self.add_future(self._tick_metrics(self.metrics))
         self.ready.set()
+
+    async def _tick_metrics(self, stage: MetricsStage) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(1.0)
+            try:
+                await stage.tick()
+            except Exception:  # a failed tick is retried on the next one; state is intact
+                log.exception("metrics tick failed")
 
     async def on_stop(self) -> None:
         for sink in self.sinks:
             await sink.stop(flush_timeout=10.0)
+        if self.metrics is not None:
+            await self.metrics.checkpoint()
+        await self.checkpoints.stop()
         await self.store.aclose()
+
+    async def partitions_assigned(self, partitions: list[int]) -> None:
+        if self.metrics is not None:
+            await self.metrics.assign(partitions)
+
+    async def partitions_revoked(self, partitions: list[int]) -> None:
+        # Rows of revoked partitions must be stored (and acked) before faust commits and
+        # hands the partitions to another worker; metric state is checkpointed with them.
+        await self.flush()
+        if self.metrics is not None:
+            await self.metrics.revoke(partitions)
 
     async def flush(self) -> None:
         for sink in self.sinks:
             await sink.flush()
+
+
+async def _log_rejected_metric(row: bytes, reason: str, ack: Any) -> None:
+    log.error("metric row refused by the store (%s): %s", reason[:300], row[:300])
 
 
 async def _ack_only(row: bytes, reason: str, ack: Any) -> None:
@@ -153,12 +228,18 @@ def create_app(settings: Settings) -> faust.App:
         await runtime.ready.wait()
         await runtime.ingestor.consume_feedback(stream.noack().events())
 
-    async def flush_before_revoke(sender: Any, *args: Any, **kwargs: Any) -> None:
-        # Rows of revoked partitions must be stored (and acked) before faust commits and hands
-        # the partitions to another worker.
-        if runtime.ready.is_set():
-            await runtime.flush()
+    def calls_partitions(tps: Any) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == settings.topic_calls)
 
-    app.on_partitions_revoked.connect(cast(Any, flush_before_revoke))
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        if runtime.ready.is_set():
+            await runtime.partitions_revoked(calls_partitions(revoked))
+
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        await runtime.ready.wait()
+        await runtime.partitions_assigned(calls_partitions(assigned))
+
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))
+    app.on_partitions_assigned.connect(cast(Any, on_assigned))
     register_pages(app, runtime)
     return app

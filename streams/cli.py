@@ -152,6 +152,15 @@ def kafka_status() -> None:
     console.print(broker.status())
 
 
+def _register_commands() -> None:
+    from streams import top
+
+    top.register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     app()
 

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     topic_calls: str = "llm.calls"
     topic_feedback: str = "llm.feedback"
     topic_dlq: str = "llm.calls.dlq"
+    topic_metrics: str = "llm.metrics"
+    topic_state: str = Field(
+        default="llmpulse.state", description="Compacted topic of signed state checkpoints."
+    )
 
     # ClickHouse
     clickhouse_url: SecretStr | None = Field(
@@ -59,6 +63,23 @@ class Settings(BaseSettings):
     store_text: bool = False
     text_max_chars: int = Field(default=2000, ge=0)
 
+    # Rolling metrics (docs/metrics.md)
+    metrics_enabled: bool = True
+    metrics_window_s: float = Field(default=60.0, gt=0)
+    metrics_lateness_s: float = Field(default=120.0, ge=0)
+    metrics_idle_close_s: float | None = Field(default=None, gt=0)
+    pricing_file: Path | None = Field(
+        default=None, description="YAML that overrides or extends the shipped price table."
+    )
+
+    # State checkpoints (metric windows, detectors, alerts)
+    checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    state_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that signs checkpoints; the same on every worker. "
+        "Unset: a random key kept in data_dir/state.key (one worker only).",
+    )
+
     # Worker web server (health, read-only SQL)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
@@ -80,6 +101,25 @@ class Settings(BaseSettings):
     @property
     def is_embedded_store(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb:")
+
+    def state_key_bytes(self) -> bytes:
+        """The checkpoint HMAC key: ``LLMPULSE_STATE_KEY``, else a key file made once."""
+        if self.state_key is not None:
+            return self.state_key.get_secret_value().encode()
+        path = self.data_dir / "state.key"
+        if not path.exists():
+            import os
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options passed through to aiokafka clients (producers, consumers, admin)."""

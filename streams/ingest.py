@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import (
+    Feedback,
     InvalidEvent,
+    LLMCall,
     TextPolicy,
     ValidationLimits,
     apply_text_policy,
@@ -88,22 +90,34 @@ class Ingestor:
         self.text_policy = TextPolicy(
             store_text=settings.store_text, max_chars=settings.text_max_chars
         )
+        # Stages that see each valid event (metrics, detectors) and may hold its ack.
+        self.on_call: Callable[[LLMCall, int, int], None] | None = None
+        self.on_feedback: Callable[[Feedback, int, int], None] | None = None
+        self.hold: Callable[[Any], Any] | None = None
+        # Closed while partition state is being restored after an assignment.
+        self.gate: asyncio.Event | None = None
 
     async def consume_calls(self, events: AsyncIterator[Any]) -> None:
-        limits, policy = self.limits, self.text_policy
+        limits, policy, observe = self.limits, self.text_policy, self.on_call
 
         def row(message: Any) -> bytes:
-            call = decode_call(message.value, limits, datetime.now(UTC))
-            return call_row(apply_text_policy(call, policy), message.partition, message.offset)
+            call = apply_text_policy(decode_call(message.value, limits, datetime.now(UTC)), policy)
+            partition, offset = message.partition, message.offset
+            if observe is not None:
+                observe(call, partition, offset)
+            return call_row(call, partition, offset)
 
         await self._consume(events, row, self.calls)
 
     async def consume_feedback(self, events: AsyncIterator[Any]) -> None:
-        limits = self.limits
+        limits, observe = self.limits, self.on_feedback
 
         def row(message: Any) -> bytes:
             feedback = decode_feedback(message.value, limits, datetime.now(UTC))
-            return feedback_row(feedback, message.partition, message.offset)
+            partition, offset = message.partition, message.offset
+            if observe is not None:
+                observe(feedback, partition, offset)
+            return feedback_row(feedback, partition, offset)
 
         await self._consume(events, row, self.feedback)
 
@@ -112,7 +126,10 @@ class Ingestor:
     ) -> None:
         """Validate each record into a row for ``sink``; dead-letter what fails validation."""
         counted = self.counters.events_in
+        hold, gate = self.hold, self.gate
         async for event in events:
+            if gate is not None and not gate.is_set():
+                await gate.wait()
             message = event.message
             counted[message.topic] += 1
             try:
@@ -120,7 +137,7 @@ class Ingestor:
             except InvalidEvent as exc:
                 await self.dead_letter(event, exc.code, exc.reason)
                 continue
-            await sink.add(line, event)
+            await sink.add(line, event if hold is None else hold(event))
 
     async def dead_letter(self, event: Any, code: str, reason: str) -> None:
         """Send the original bytes with the reason to the DLQ topic and ``llm_dead_letters``."""

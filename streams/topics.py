@@ -5,19 +5,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from streams.config import Settings
 
 log = logging.getLogger(__name__)
 
 
+STATE_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "max.message.bytes": str(4 * 1024 * 1024),
+    "segment.ms": str(60 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+}
+
+
 def worker_topics(settings: Settings) -> tuple[str, ...]:
-    return (settings.topic_calls, settings.topic_feedback, settings.topic_dlq)
+    return (
+        settings.topic_calls,
+        settings.topic_feedback,
+        settings.topic_dlq,
+        settings.topic_metrics,
+        settings.topic_state,
+    )
+
+
+def _new_topic(settings: Settings, name: str) -> Any:
+    from aiokafka.admin import NewTopic
+
+    if name == settings.topic_state:
+        # One partition: every worker reads the whole changelog on (re)assignment.
+        return NewTopic(name, 1, settings.topic_replication, topic_configs=STATE_TOPIC_CONFIG)
+    return NewTopic(name, settings.topic_partitions, settings.topic_replication)
 
 
 async def ensure_topics_async(settings: Settings, names: tuple[str, ...]) -> list[str]:
     """Create each missing topic with the configured partitions; return the ones created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(
@@ -28,10 +52,7 @@ async def ensure_topics_async(settings: Settings, names: tuple[str, ...]) -> lis
         existing = set(await admin.list_topics())
         missing = [name for name in names if name not in existing]
         if missing:
-            new = [
-                NewTopic(name, settings.topic_partitions, settings.topic_replication)
-                for name in missing
-            ]
+            new = [_new_topic(settings, name) for name in missing]
             # another worker may win the race to create them
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)

@@ -1,4 +1,4 @@
-"""The worker's web pages on 127.0.0.1: ``/health`` and a read-only ``/sql`` endpoint.
+"""The worker's web pages on 127.0.0.1: ``/health``, ``/live`` and a read-only ``/sql`` endpoint.
 
 In embedded mode only the worker may open the chDB directory, so ``llmpulse sql`` sends its query
 here while a worker runs. The endpoint accepts one read statement and runs it with
@@ -66,10 +66,21 @@ def register_pages(app: Any, runtime: Any) -> None:
                 for sink in runtime.sinks
             },
         }
+        if runtime.metrics is not None:
+            body["metrics"] = runtime.metrics.health()
         status = 200 if runtime.ready.is_set() else 503
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
     app.page("/health")(health)
+
+    async def live(web: Any, request: Any) -> Any:
+        if runtime.metrics is None:
+            body, status = b'{"error": "metrics are disabled (LLMPULSE_METRICS_ENABLED)"}', 404
+        else:
+            body, status = orjson.dumps(runtime.metrics.live()), 200
+        return web.bytes(body, content_type="application/json", status=status)
+
+    app.page("/live")(live)
 
     class SqlView(View):
         async def post(self, request: Any) -> Any:

@@ -4,7 +4,9 @@
 
 Without ``--bootstrap`` a temporary local broker is started (and stopped). Throughput is measured
 from the worker's first consumed event to the last row stored in ``llm_calls``; the ceiling is a
-raw aiokafka consumer that only parses the same records with orjson.
+raw aiokafka consumer that only parses the same records with orjson. The worker runs twice, with
+rolling metrics off and on; then the metrics state's memory per active key is measured in process
+at 10,000 active keys.
 """
 
 from __future__ import annotations
@@ -76,6 +78,48 @@ def worker_run(env: dict[str, str], workdir: Path, expected: int, label: str) ->
     }
 
 
+def metrics_memory_per_key(keys: int = 10_000, calls_per_key: int = 20) -> dict[str, Any]:
+    """Bytes of `PartitionedMetrics` state per active key (tracemalloc), all 3 key sets on.
+
+    Each call has a distinct (app, environment, provider, model) and prompt version, so the
+    run holds ``keys`` keys in each of the two app key sets; (provider, model) stays small.
+    """
+    import tracemalloc
+    from datetime import UTC, datetime
+
+    from schemas import LLMCall
+    from streams.metrics import MetricsConfig, PartitionedMetrics, PricingTable
+
+    rng = random.Random(2)
+    now = datetime.now(UTC)
+    calls = []
+    for i in range(keys * calls_per_key):
+        key = i % keys
+        event = valid_call(i, rng, now, app=f"app-{key}", environment="prod")
+        event["prompt_version"] = f"v{key}"
+        calls.append(LLMCall.model_validate(event))
+    # A join LRU sized to the window's calls, as a worker at this traffic would need.
+    config = MetricsConfig(feedback_join_capacity=len(calls))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    metrics = PartitionedMetrics(config, PricingTable.load())
+    for partition in range(4):
+        metrics.assign(partition, None)
+    for offset, call in enumerate(calls):
+        metrics.add_call(offset % 4, offset, call)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    open_windows = metrics.open_window_count
+    return {
+        "active_keys": keys,
+        "calls_per_key": calls_per_key,
+        "open_windows": open_windows,
+        "bytes_total": used,
+        "bytes_per_active_key": round(used / keys),
+        "bytes_per_open_window": round(used / open_windows),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -109,13 +153,30 @@ def main() -> None:
                 "LLMPULSE_WEB_PORT": str(free_port()),
             }
         )
-        ingest = worker_run(env, workdir, args.events, "ingest")
-        print(f"llmpulse worker (ingestion): {ingest['events_per_s']:,} events/s", flush=True)
+        runs = {}
+        for label, metrics_on in (("metrics_off", "false"), ("metrics_on", "true")):
+            run_env = {
+                **env,
+                "LLMPULSE_DATA_DIR": str(workdir / label),
+                "LLMPULSE_CONSUMER_GROUP": f"bench-{label}-{uuid.uuid4().hex[:6]}",
+                "LLMPULSE_TOPIC_METRICS": f"{topic}.metrics",
+                "LLMPULSE_TOPIC_STATE": f"{topic}.state.{label}",
+                "LLMPULSE_METRICS_ENABLED": metrics_on,
+            }
+            runs[label] = worker_run(run_env, workdir, args.events, label)
+            rate = runs[label]["events_per_s"]
+            print(f"llmpulse worker ({label}): {rate:,} events/s", flush=True)
+        off, on = runs["metrics_off"]["events_per_s"], runs["metrics_on"]["events_per_s"]
+        memory = metrics_memory_per_key()
+        print(f"metrics state: {memory['bytes_per_active_key']:,} bytes per active key", flush=True)
         results = {
             "events": args.events,
             "raw_consumer_events_per_s": round(ceiling),
-            "worker_ingest": ingest,
-            "ratio_worker_to_raw": round(ingest["events_per_s"] / ceiling, 3),
+            "worker": runs,
+            "ratio_worker_to_raw": round(off / ceiling, 3),
+            "ratio_metrics_on_to_raw": round(on / ceiling, 3),
+            "metrics_cost_fraction": round(1 - on / off, 3),
+            "metrics_memory": memory,
             "cpu_count": os.cpu_count(),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

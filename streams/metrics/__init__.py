@@ -1,13 +1,15 @@
 """Rolling call metrics per key and event-time window: the Kafka-free core.
 
-The worker feeds calls and feedback to a `MetricsAggregator` and publishes the
-`MetricRecord` values that `MetricsAggregator.close_due` returns.
+The worker keeps a `MetricsAggregator` per input partition in a `PartitionedMetrics`,
+feeds it calls and feedback, and publishes the `MetricRecord` values that
+`PartitionedMetrics.close_due` returns (one per key and window).
 """
 
 from __future__ import annotations
 
 from streams.metrics.config import DEFAULT_KEY_SETS, DIMENSIONS, MetricsConfig, key_set_name
 from streams.metrics.events import CallEvent, FeedbackEvent
+from streams.metrics.partitioned import PartitionedMetrics
 from streams.metrics.pricing import ModelPrice, PricingError, PricingTable, normalise_model_name
 from streams.metrics.quantiles import QuantileEstimator
 from streams.metrics.record import MetricRecord
@@ -24,6 +26,7 @@ __all__ = [
     "MetricsConfig",
     "MetricsStateError",
     "ModelPrice",
+    "PartitionedMetrics",
     "PricingError",
     "PricingTable",
     "QuantileEstimator",

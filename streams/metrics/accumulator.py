@@ -201,6 +201,61 @@ class WindowAccumulator:
         _add_means(self.feedback_sums, self.feedback_counts, {name: value})
         self.last_wall = now
 
+    def merge(self, other: WindowAccumulator) -> None:
+        """Fold in the same key's window from another partition; ``other`` is not changed.
+
+        Counters and sums add, mean pairs add per name, quantile estimators merge (see
+        `QuantileEstimator.merge` for their error) and ``last_wall`` is the later one.
+        """
+        if other is self:
+            raise ValueError("cannot merge an accumulator into itself")
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.tps_sum += other.tps_sum
+        self.cost_sum += other.cost_sum
+        self._latency_sketch = self._merged(
+            self._latency_sketch, self.latency_values, other._latency_sketch, other.latency_values
+        )
+        if other.ttft_values is not None or other._ttft_sketch is not None:
+            if self.ttft_values is None:
+                self.ttft_values = array("d")
+            self._ttft_sketch = self._merged(
+                self._ttft_sketch, self.ttft_values, other._ttft_sketch, other.ttft_values
+            )
+        if other.score_sums and other.score_counts:
+            self.score_sums, self.score_counts = _merge_means(
+                self.score_sums, self.score_counts, other.score_sums, other.score_counts
+            )
+        if other.feedback_sums and other.feedback_counts:
+            self.feedback_sums, self.feedback_counts = _merge_means(
+                self.feedback_sums, self.feedback_counts, other.feedback_sums, other.feedback_counts
+            )
+        self.last_wall = max(self.last_wall, other.last_wall)
+
+    def copy(self) -> WindowAccumulator:
+        """An independent copy (counting into or reporting from it leaves this one as is)."""
+        acc = WindowAccumulator(self._eps, self._exact_capacity, self.last_wall)
+        acc.merge(self)
+        return acc
+
+    def _merged(
+        self,
+        sketch: QuantileEstimator | None,
+        values: array[float],
+        other_sketch: QuantileEstimator | None,
+        other_values: array[float] | None,
+    ) -> QuantileEstimator | None:
+        """Our sketch with the other's merged in; pending values stay pending until full."""
+        if other_sketch is not None:
+            if sketch is None:
+                sketch = QuantileEstimator(self._eps, self._exact_capacity)
+            sketch.merge(other_sketch)
+        if other_values:
+            values.extend(other_values)
+            if len(values) > self._exact_capacity:
+                sketch = self._spill(sketch, values)
+        return sketch
+
     def to_record(
         self,
         key_set: str,
@@ -295,6 +350,19 @@ def _add_means(sums: dict[str, float], counts: dict[str, int], values: Mapping[s
     for name, value in values.items():
         sums[name] = sums.get(name, 0.0) + value
         counts[name] = counts.get(name, 0) + 1
+
+
+def _merge_means(
+    sums: dict[str, float] | None,
+    counts: dict[str, int] | None,
+    other_sums: dict[str, float],
+    other_counts: dict[str, int],
+) -> tuple[dict[str, float], dict[str, int]]:
+    sums, counts = sums or {}, counts or {}
+    for name, total in other_sums.items():
+        sums[name] = sums.get(name, 0.0) + total
+        counts[name] = counts.get(name, 0) + other_counts[name]
+    return sums, counts
 
 
 def _means(sums: dict[str, float] | None, counts: dict[str, int] | None) -> dict[str, float]:

@@ -26,6 +26,8 @@ configurations the bound is ``max(eps * n, 1/2)``. With the default
 ``eps = 0.005`` the rank error is at most 0.5% of ``n``, inside the project's 1%
 requirement.
 
+`QuantileEstimator.merge` keeps the same guarantee for the merged count.
+
 Values arrive into a flat ``array('d')`` buffer and are merged into the summary a
 batch at a time, so the hot path is one C-level append.
 """
@@ -44,6 +46,9 @@ DEFAULT_RANK_ERROR = 0.005
 
 DEFAULT_EXACT_CAPACITY = 1024
 """Values held exactly before switching to the summary; also the merge batch size."""
+
+Summary = tuple[Sequence[float], Sequence[int], Sequence[int]]
+"""A summary's ``(values, g, delta)``."""
 
 
 class QuantileEstimator:
@@ -176,6 +181,39 @@ class QuantileEstimator:
         values, g, delta = _compress(values, g, delta, limit)
         self._values, self._g, self._delta = array("d", values), array("q", g), array("q", delta)
 
+    def merge(self, other: QuantileEstimator) -> None:
+        """Fold ``other`` (same ``eps``) into this estimator; ``other`` is not changed.
+
+        Exact values are concatenated (spilling into the summary past the capacity);
+        summaries are combined by `_combine`, which keeps both invariants for the
+        merged count ``n``. So a merged estimator, in whatever tree its parts were
+        merged, has the guarantee of one that saw every value: rank error at most
+        ``max(eps * n, 1/2)``, not ``2 * eps``. Its summary can be as large as the
+        parts' together until later values let compression fold it.
+
+        >>> a, b = QuantileEstimator(), QuantileEstimator()
+        >>> a.extend([1.0, 2.0]); b.extend([3.0, 4.0]); a.merge(b)
+        >>> a.count, a.quantile(0.5)
+        (4, 2.5)
+        """
+        if other is self:
+            raise ValueError("cannot merge an estimator into itself")
+        if other._eps != self._eps:
+            raise ValueError(f"cannot merge estimators with eps {self._eps} and {other._eps}")
+        if other._values is not None:
+            assert other._g is not None and other._delta is not None
+            merged: Summary = (other._values, other._g, other._delta)
+            if self._values is not None:
+                assert self._g is not None and self._delta is not None
+                values, g, delta = _combine((self._values, self._g, self._delta), merged)
+                limit = _limit(self._eps, self._summary_n + other._summary_n)
+                merged = _compress(values, g, delta, limit)
+            # Without a summary of our own, our values stay pending, added after the other's.
+            self._values, self._g = array("d", merged[0]), array("q", merged[1])
+            self._delta = array("q", merged[2])
+            self._summary_n += other._summary_n
+        self.extend(other._buffer)
+
     def to_state(self) -> dict[str, Any]:
         """A JSON-compatible snapshot; see `from_state`."""
         summary = None
@@ -288,6 +326,43 @@ def _merge(
             out_d.append(delta[i])
         start = stop
     return out_v, out_g, out_d
+
+
+def _combine(a: Summary, b: Summary) -> tuple[list[float], list[int], list[int]]:
+    """The union of two summaries' tuples, with their ranks among all values bounded.
+
+    Ties order ``a``'s values first. Tuple ``x`` of ``a`` follows the values of ``b``
+    below ``v_x``: at least ``rmin_b(y)`` for ``b``'s last tuple ``y`` below ``v_x``
+    (0 if none), at most ``rmax_b(z) - 1`` for its next tuple ``z`` (``n_b`` if none).
+    So ``rmin_x = rmin_a(x) + rmin_b(y)``, ``rmax_x = rmax_a(x) + rmax_b(z) - 1``, and
+    likewise with "at or below" for ``b``'s tuples: invariant 1, with exact extremes.
+    For neighbours ``p, x`` of the union, ``rmax_x - rmin_p`` (the new ``g + d`` of
+    ``x``) is one tuple's ``g + d`` from each side minus 1, or one side's alone, so it
+    is at most ``e_a + e_b - 1 <= e`` for the merged count: invariant 2.
+    """
+    (av, ag, ad), (bv, bg, bd) = a, b
+    na, nb, la, lb = sum(ag), sum(bg), len(av), len(bv)
+    values: list[float] = []
+    g: list[int] = []
+    delta: list[int] = []
+    i = j = rmin_a = rmin_b = previous = 0
+    while i < la or j < lb:
+        if j == lb or (i < la and av[i] <= bv[j]):
+            rmin_a += ag[i]
+            above = rmin_b + bg[j] + bd[j] - 1 if j < lb else nb
+            value, rmax = av[i], rmin_a + ad[i] + above
+            i += 1
+        else:
+            rmin_b += bg[j]
+            above = rmin_a + ag[i] + ad[i] - 1 if i < la else na
+            value, rmax = bv[j], rmin_b + bd[j] + above
+            j += 1
+        rmin = rmin_a + rmin_b
+        values.append(value)
+        g.append(rmin - previous)
+        delta.append(rmax - rmin)
+        previous = rmin
+    return values, g, delta
 
 
 def _compress(

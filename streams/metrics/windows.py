@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -196,28 +196,56 @@ class MetricsAggregator:
         ordered by window start, key set, then dimensions.
         """
         now = self._clock() if now is None else now
-        closed: list[tuple[WindowKey, WindowAccumulator, str]] = []
-        watermark = self.watermark
-        if watermark is not None:
-            for index in sorted(self._keys_by_window):
-                if not self._closed_by_watermark(index, watermark):
-                    break
-                for wkey in self._keys_by_window.pop(index):
-                    acc = self._windows.pop(wkey, None)
-                    if acc is not None:
-                        closed.append((wkey, acc, "watermark"))
-            self._idle_closed = {
-                k for k in self._idle_closed if not self._closed_by_watermark(k[2], watermark)
-            }
+        closed = [(k, acc, "watermark") for k, acc in self.take_closed_by_watermark()]
         idle = [k for k, acc in self._windows.items() if now - acc.last_wall >= self._idle_after]
-        for wkey in idle:
-            closed.append((wkey, self._windows.pop(wkey), "idle"))
-            self._idle_closed.add(wkey)
-        return self._records(closed)
+        closed += [(k, acc, "idle") for k, acc in self.take_idle(idle)]
+        return window_records(self._config, closed)
 
     def open_windows(self) -> list[MetricRecord]:
         """Partial records of every open window, for a live view; nothing is closed."""
-        return self._records((k, acc, None) for k, acc in self._windows.items())
+        return window_records(self._config, ((k, acc, None) for k, acc in self._windows.items()))
+
+    # The steps of `close_due`, for `PartitionedMetrics` to close windows across partitions.
+    def knows_call(self, event_id: str) -> bool:
+        """Whether the join LRU holds this call (without refreshing it)."""
+        return event_id in self._calls
+
+    def take_closed_by_watermark(self) -> list[tuple[WindowKey, WindowAccumulator]]:
+        """Remove and return the windows the watermark has passed."""
+        closed: list[tuple[WindowKey, WindowAccumulator]] = []
+        watermark = self.watermark
+        if watermark is None:
+            return closed
+        for index in sorted(self._keys_by_window):
+            if not self._closed_by_watermark(index, watermark):
+                break
+            for wkey in self._keys_by_window.pop(index):
+                acc = self._windows.pop(wkey, None)
+                if acc is not None:
+                    closed.append((wkey, acc))
+        self._idle_closed = {
+            k for k in self._idle_closed if not self._closed_by_watermark(k[2], watermark)
+        }
+        return closed
+
+    def take_idle(self, keys: Iterable[WindowKey]) -> list[tuple[WindowKey, WindowAccumulator]]:
+        """Close windows as idle: remove those held; later events for any of them are late."""
+        closed = []
+        for wkey in keys:
+            acc = self._windows.pop(wkey, None)
+            if acc is not None:
+                closed.append((wkey, acc))
+            self._idle_closed.add(wkey)
+        return closed
+
+    @property
+    def idle_closed(self) -> frozenset[WindowKey]:
+        """Windows closed idle that the watermark has not passed yet."""
+        return frozenset(self._idle_closed)
+
+    def windows(self) -> Mapping[WindowKey, WindowAccumulator]:
+        """The open windows' accumulators themselves (not copies)."""
+        return self._windows
 
     def to_state(self) -> dict[str, Any]:
         """Everything needed to resume, as JSON-compatible data (see `streams.metrics.state`).
@@ -347,23 +375,23 @@ class MetricsAggregator:
             acc = self._open(wkey, now)
         acc.late_events += 1
 
-    def _records(
-        self, items: Iterable[tuple[WindowKey, WindowAccumulator, str | None]]
-    ) -> list[MetricRecord]:
-        ordered = sorted(items, key=lambda item: (item[0][2], item[0][0], item[0][1]))
-        records = []
-        for (ks_index, key, index), acc, closed_by in ordered:
-            key_set = self._config.key_sets[ks_index]
-            records.append(
-                acc.to_record(
-                    self._config.key_set_names[ks_index],
-                    dict(zip(key_set, key, strict=True)),
-                    index * self._width,
-                    self._width,
-                    closed_by,
-                )
-            )
-        return records
+
+def window_records(
+    config: MetricsConfig, items: Iterable[tuple[WindowKey, WindowAccumulator, str | None]]
+) -> list[MetricRecord]:
+    """Records of ``(window key, accumulator, closed_by)`` items, in `close_due` order."""
+    ordered = sorted(items, key=lambda item: (item[0][2], item[0][0], item[0][1]))
+    width = config.window_seconds
+    return [
+        acc.to_record(
+            config.key_set_names[ks_index],
+            dict(zip(config.key_sets[ks_index], key, strict=True)),
+            index * width,
+            width,
+            closed_by,
+        )
+        for (ks_index, key, index), acc, closed_by in ordered
+    ]
 
 
 def _tuple_getter(positions: list[int]) -> Callable[[Dimensions], tuple[Any, ...]]:

@@ -119,6 +119,8 @@ def worker_env(kafka: str, tmp_path: Path) -> dict[str, str]:
             "LLMPULSE_TOPIC_CALLS": f"llm.calls.{suffix}",
             "LLMPULSE_TOPIC_FEEDBACK": f"llm.feedback.{suffix}",
             "LLMPULSE_TOPIC_DLQ": f"llm.calls.dlq.{suffix}",
+            "LLMPULSE_TOPIC_METRICS": f"llm.metrics.{suffix}",
+            "LLMPULSE_TOPIC_STATE": f"llmpulse.state.{suffix}",
             "LLMPULSE_TOPIC_PARTITIONS": "3",
             "LLMPULSE_WEB_PORT": str(free_port()),
             "LLMPULSE_SINK_FLUSH_INTERVAL_S": "0.5",
