@@ -112,7 +112,8 @@ def test_partition_moves_between_workers_without_loss_or_double_count(
         assert b.metrics.replayed_skipped == 20  # calls 270..299 of partitions 1 and 2
         rows = await store.run(
             store.query,
-            "SELECT app, sum(requests) FROM llmpulse.llm_metrics_1m FINAL GROUP BY app ORDER BY app",
+            "SELECT app, sum(requests) FROM llmpulse.llm_metrics_1m FINAL "
+            "GROUP BY app ORDER BY app",
         )
         assert rows.rows == [("p0", 200), ("p1", 200), ("p2", 200)]
         await store.aclose()
