@@ -332,6 +332,18 @@ class AlertEngine:
                 out.append(self._transition(orphan, inst, AlertState.FIRING, now, "rule removed"))
         return out
 
+    def resume(self, now: datetime | None = None) -> None:
+        """Restart the data timers of restored instances: downtime is not missing data.
+
+        Call it after :meth:`restore`. Otherwise a worker down longer than ``no_data_after``
+        (or ``absent_for``) would resolve or fire every key on its first tick, before the
+        windows of the downtime are replayed to it.
+        """
+        now = now or self._clock()
+        for inst in self.instances():
+            inst.last_seen = now if inst.last_seen is not None else None
+            inst.last_decided = now if inst.last_decided is not None else None
+
 
 def _records(value: Any) -> Iterable[Any]:
     if not isinstance(value, list):

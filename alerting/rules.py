@@ -19,18 +19,21 @@ SEVERITIES = ("critical", "warning", "info")
 DEFAULT_DETECTION_HOLD = timedelta(minutes=15)
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Metrics produced by the rolling-metrics stage; score_mean.<name> and feedback_mean.<name>
-# are open-ended. Extend this set when the metrics stage gains a column.
+# The numeric fields of a closed metrics window (streams.metrics.MetricRecord), named as in
+# the llm_metrics_1m table; score_means.<name> and feedback_means.<name> are open-ended.
+# tests/unit/test_alert_inputs.py fails when a record gains a field this set lacks.
 KNOWN_METRICS = frozenset(
     {
-        "requests", "errors", "error_rate", "timeout_rate", "rate_limit_rate",
-        "latency_p50", "latency_p90", "latency_p95", "latency_p99", "latency_mean",
-        "ttft_p50", "ttft_p95", "ttft_p99",
-        "cost_sum", "cost_per_1k", "tokens_in_sum", "tokens_out_sum",
-        "length_rate", "content_filter_rate",
+        "requests", "errors", "error_rate",
+        "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+        "ttft_count", "ttft_p50_ms", "ttft_p95_ms",
+        "output_tokens_per_second_count", "output_tokens_per_second_mean",
+        "input_tokens_sum", "output_tokens_sum", "cached_input_tokens_sum",
+        "cost_usd_sum", "cost_missing", "cost_per_1k_requests",
+        "finish_length_rate", "finish_content_filter_rate", "late_events",
     }
 )  # fmt: skip
-OPEN_METRIC_PREFIXES = ("score_mean.", "feedback_mean.")
+OPEN_METRIC_PREFIXES = ("score_means.", "feedback_means.")
 
 
 def fail(field: str, message: str) -> NoReturn:
@@ -63,7 +66,9 @@ def check_metric_name(metric: str) -> None:
         return
     if metric.startswith(OPEN_METRIC_PREFIXES) and metric.split(".", 1)[1]:
         return
-    close = get_close_matches(metric, sorted(KNOWN_METRICS), n=1)
+    suffix = metric.split(".", 1)[1] if "." in metric else ""
+    candidates = sorted(KNOWN_METRICS) + [p + suffix for p in OPEN_METRIC_PREFIXES if suffix]
+    close = get_close_matches(metric, candidates, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     fail("metric", f"unknown metric {metric!r}{hint}")
 

@@ -10,7 +10,9 @@ from alerting.state import AlertTransition
 DATABASE = "llmpulse"
 AND = "\n  AND "
 CALL_COLUMNS = ("app", "environment", "provider", "model", "prompt_id", "prompt_version")
-METRIC_COLUMNS = ("requests", "errors", "error_rate", "latency_p50", "latency_p95", "cost_sum")
+METRIC_COLUMNS = (
+    "requests", "errors", "error_rate", "latency_p50_ms", "latency_p95_ms", "cost_usd_sum",
+)  # fmt: skip
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
 _SKIP_LABELS = {"alertname", "severity", "signal", "detector", "team"}
 
@@ -24,6 +26,17 @@ def quote(value: str) -> str:
     "'it\\\\'s'"
     """
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_identifier(name: str) -> str:
+    """A ClickHouse identifier in backquotes.
+
+    Examples
+    --------
+    >>> quote_identifier("score_means.tox")
+    '`score_means.tox`'
+    """
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _window(alert: AlertTransition) -> str:
@@ -41,6 +54,9 @@ def metrics_query(alert: AlertTransition) -> str:
     metric = alert.metric or ""
     if _COLUMN.match(metric) and metric not in columns:
         columns.append(metric)
+    elif metric.startswith(("score_means.", "feedback_means.")):
+        column, name = metric.split(".", 1)
+        columns.append(f"{column}[{quote(name)}] AS {quote_identifier(metric)}")
     where = [f"window_start >= {_window(alert)}"]
     if alert.key_set:
         where.append(f"key_set = {quote(alert.key_set)}")

@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
 from mode import Service
 
+from detectors import DetectorConfig
+from streams.alerts_stage import AlertsStage
+from streams.batch_consumer import BatchConsumer, batch_events
 from streams.checkpoints import CheckpointStore
 from streams.config import Settings
-from streams.faust_transport import StepFirstTransport
+from streams.detections_runner import DetectionsRunner
+from streams.detections_stage import DetectionsStage
 from streams.ingest import Ingestor
 from streams.metrics import MetricsConfig, PartitionedMetrics, PricingTable
 from streams.metrics_stage import MetricsStage
 from streams.migrations import migrate
-from streams.rows import CALL_COLUMNS, DEAD_LETTER_COLUMNS, FEEDBACK_COLUMNS, METRIC_COLUMNS
+from streams.rows import (
+    ALERT_COLUMNS,
+    CALL_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    DETECTION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    METRIC_COLUMNS,
+)
+from streams.silences_topic import KafkaSilenceStore
 from streams.sink import ClickHouseSink, RetryPolicy
 from streams.store import ClickHouseStore
 from streams.web import register_pages
@@ -74,15 +87,79 @@ class Runtime(Service):
             settings.state_key_bytes(),
         )
         self.metrics: MetricsStage | None = None
+        self.detections: DetectionsRunner | None = None
+        observers: list[Callable[[Any, int, int], None]] = []
         if settings.metrics_enabled:
             self.metrics = self._metrics_stage(sink_options)
-            self.ingestor.on_call = self.metrics.add_call
+            observers.append(self.metrics.add_call)
             self.ingestor.on_feedback = self.metrics.add_feedback
             self.ingestor.hold = self.metrics.hold
-            self.ingestor.gate = self.metrics.gate
             self.sinks = (*self.sinks, self.metrics.sink)
+        if settings.detectors_enabled:
+            self.detections = self._detections_runner(sink_options)
+            observers.append(self.detections.add_call)
+            self.sinks = (*self.sinks, self.detections.sink)
+        self.ingestor.on_call = _fan_out(observers)
+        self.silences: KafkaSilenceStore | None = None
+        self.alerts: AlertsStage | None = None
+        if settings.alerts_enabled:
+            self.silences = KafkaSilenceStore(
+                settings.kafka_bootstrap,
+                settings.kafka_client_options(),
+                settings.topic_silences,
+                replication=settings.topic_replication,
+            )
+            alerts_sink = ClickHouseSink(self.store, "llm_alerts", ALERT_COLUMNS, **sink_options)
+            alerts_sink.on_rejected = _log_rejected_metric
+            self.alerts = AlertsStage.from_rules_file(
+                settings.alerts_rules_file,
+                self.silences,
+                self.checkpoints,
+                self._publisher(settings.topic_alerts),
+                alerts_sink,
+                slack_base_url=settings.alerts_slack_base_url,
+                checkpoint_interval_s=settings.checkpoint_interval_s,
+            )
+            self.sinks = (*self.sinks, alerts_sink)
+            if self.metrics is not None:
+                self.metrics.listeners.append(self.alerts.observe_metric)
+            if self.detections is not None:
+                self.detections.listeners.append(self.alerts.observe_detection)
         self.ready = asyncio.Event()
+        self.consumer: BatchConsumer | None = None
         super().__init__(**kwargs)
+
+    def _detections_runner(self, sink_options: dict[str, Any]) -> DetectionsRunner:
+        settings = self.settings
+        hst = tuple(n.strip() for n in settings.detectors_hst_key_set.split(",") if n.strip())
+        stage = DetectionsStage(
+            DetectorConfig(),
+            hst_key_set=hst or None,
+            max_keys_per_partition=settings.detectors_max_keys_per_partition,
+            source_topic=settings.topic_calls,
+        )
+        sink = ClickHouseSink(self.store, "llm_detections", DETECTION_COLUMNS, **sink_options)
+        sink.on_rejected = _log_rejected_metric
+        return DetectionsRunner(
+            stage,
+            self.checkpoints,
+            self._publisher(settings.topic_detections),
+            sink,
+            settings.detectors_checkpoint_interval_s,
+        )
+
+    def _publisher(self, name: str) -> Callable[[bytes, bytes], Awaitable[None]]:
+        settings = self.settings
+        topic = self.app.topic(
+            name, partitions=settings.topic_partitions,
+            replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
+        )  # fmt: skip
+
+        async def publish(key: bytes, value: bytes) -> None:
+            delivery = await topic.send(key=key, value=value)
+            await delivery
+
+        return publish
 
     def _metrics_stage(self, sink_options: dict[str, Any]) -> MetricsStage:
         settings = self.settings
@@ -92,15 +169,7 @@ class Runtime(Service):
             idle_close_seconds=settings.metrics_idle_close_s,
         )
         pricing = PricingTable.load(overrides=settings.pricing_file)
-        topic = self.app.topic(
-            settings.topic_metrics, partitions=settings.topic_partitions,
-            replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
-        )  # fmt: skip
-
-        async def publish(key: bytes, value: bytes) -> None:
-            delivery = await topic.send(key=key, value=value)
-            await delivery
-
+        publish = self._publisher(settings.topic_metrics)
         sink = ClickHouseSink(self.store, "llm_metrics_1m", METRIC_COLUMNS, **sink_options)
         sink.on_rejected = _log_rejected_metric
         return MetricsStage(
@@ -129,40 +198,79 @@ class Runtime(Service):
         await self.checkpoints.start()
         for sink in self.sinks:
             sink.start()
+        if self.silences is not None and self.alerts is not None:
+            await self.silences.start()
+            await self.alerts.start()
         if self.metrics is not None:
-            self.add_future(self._tick_metrics(self.metrics))
+            self.add_future(self._ticker(self.metrics.tick, 1.0))
+        if self.detections is not None:
+            self.add_future(self._ticker(self.detections.tick, 0.25))
         self.ready.set()
 
-    async def _tick_metrics(self, stage: MetricsStage) -> None:
+    async def _ticker(self, tick: Callable[[], Awaitable[None]], period: float) -> None:
         while not self.should_stop:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(period)
             try:
-                await stage.tick()
+                await tick()
             except Exception:  # a failed tick is retried on the next one; state is intact
-                log.exception("metrics tick failed")
+                log.exception("tick failed")
 
     async def on_stop(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.stop()
         for sink in self.sinks:
             await sink.stop(flush_timeout=10.0)
         if self.metrics is not None:
             await self.metrics.checkpoint()
+        if self.detections is not None:
+            await self.detections.revoke(self.detections.stage.partitions)
+        if self.silences is not None:
+            await self.silences.stop()
         await self.checkpoints.stop()
         await self.store.aclose()
 
-    async def partitions_assigned(self, partitions: list[int]) -> None:
+    async def partitions_assigned(self, topic: str, partitions: list[int]) -> None:
+        """Restore state of newly assigned partitions before any of their records is fetched."""
+        await self.ready.wait()
+        if topic != self.settings.topic_calls:
+            return
         if self.metrics is not None:
             await self.metrics.assign(partitions)
+        if self.detections is not None:
+            await self.detections.assign(partitions)
 
-    async def partitions_revoked(self, partitions: list[int]) -> None:
-        # Rows of revoked partitions must be stored (and acked) before faust commits and
-        # hands the partitions to another worker; metric state is checkpointed with them.
+    async def partitions_revoked(self, topic: str, partitions: list[int]) -> None:
+        """Store the rows of released partitions and checkpoint the state that counts them,
+        so their acknowledgements are released before the consumer commits and lets go."""
+        if not self.ready.is_set():
+            return
+        if topic == self.settings.topic_calls and self.detections is not None:
+            await self.detections.revoke(partitions)
         await self.flush()
-        if self.metrics is not None:
+        if self.metrics is None:
+            return
+        if topic == self.settings.topic_calls:
             await self.metrics.revoke(partitions)
+        else:
+            await self.metrics.checkpoint()
 
     async def flush(self) -> None:
         for sink in self.sinks:
             await sink.flush()
+
+
+def _fan_out(
+    observers: list[Callable[[Any, int, int], None]],
+) -> Callable[[Any, int, int], None] | None:
+    if len(observers) < 2:
+        return observers[0] if observers else None
+    first, second = observers
+
+    def both(call: Any, partition: int, offset: int) -> None:
+        first(call, partition, offset)
+        second(call, partition, offset)
+
+    return both
 
 
 async def _log_rejected_metric(row: bytes, reason: str, ack: Any) -> None:
@@ -174,17 +282,12 @@ async def _ack_only(row: bytes, reason: str, ack: Any) -> None:
     ack.ack()
 
 
-class LLMPulseApp(faust.App):
-    """faust's App with the step-first consumer (see streams/faust_transport.py)."""
-
-    def _new_transport(self) -> Any:
-        return StepFirstTransport(self.conf.broker_consumer, self)
-
-
 def create_app(settings: Settings) -> faust.App:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = LLMPulseApp(
-        settings.consumer_group,
+    app = faust.App(
+        # faust's own consumer reads the low-volume topics; llm.calls is read in batches by
+        # streams/batch_consumer.py in group LLMPULSE_CONSUMER_GROUP, apart from this one.
+        f"{settings.consumer_group}.app",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -194,8 +297,6 @@ def create_app(settings: Settings) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
-        broker_max_poll_records=2000,
-        stream_buffer_maxsize=8192,
         # Unacknowledged events are unwritten rows: they must be replayed, not waited for.
         stream_wait_empty=False,
         web_bind=settings.web_host,
@@ -209,37 +310,39 @@ def create_app(settings: Settings) -> faust.App:
     app.service(cast(Any, runtime))
     app.llmpulse_runtime = runtime  # type: ignore[attr-defined]
 
-    calls_topic = app.topic(
-        settings.topic_calls, partitions=settings.topic_partitions,
-        replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
-    )  # fmt: skip
+    calls = app.channel(maxsize=4)
     feedback_topic = app.topic(
         settings.topic_feedback, partitions=settings.topic_partitions,
         replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
     )  # fmt: skip
 
-    @app.agent(calls_topic, name="llmpulse.ingest_calls")
+    @app.agent(calls, name="llmpulse.ingest_calls")
     async def ingest_calls(stream: Any) -> None:
         await runtime.ready.wait()
-        await runtime.ingestor.consume_calls(stream.noack().events())
+        await runtime.ingestor.consume_calls(batch_events(stream))
 
+    # Feedback is low-volume: faust's own consumer reads it, record by record.
     @app.agent(feedback_topic, name="llmpulse.ingest_feedback")
     async def ingest_feedback(stream: Any) -> None:
         await runtime.ready.wait()
         await runtime.ingestor.consume_feedback(stream.noack().events())
 
-    def calls_partitions(tps: Any) -> list[int]:
-        return sorted(tp.partition for tp in tps if tp.topic == settings.topic_calls)
+    def feedback_partitions(tps: Any) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == settings.topic_feedback)
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        if runtime.ready.is_set():
-            await runtime.partitions_revoked(calls_partitions(revoked))
-
-    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        await runtime.ready.wait()
-        await runtime.partitions_assigned(calls_partitions(assigned))
+        await runtime.partitions_revoked(settings.topic_feedback, feedback_partitions(revoked))
 
     app.on_partitions_revoked.connect(cast(Any, on_revoked))
-    app.on_partitions_assigned.connect(cast(Any, on_assigned))
+
+    consumer = BatchConsumer(
+        {settings.topic_calls: calls},
+        settings.consumer_group,
+        {"bootstrap_servers": settings.kafka_bootstrap, **settings.kafka_client_options()},
+        on_assigned=runtime.partitions_assigned,
+        on_revoked=runtime.partitions_revoked,
+    )
+    app.service(cast(Any, consumer))
+    runtime.consumer = consumer
     register_pages(app, runtime)
     return app

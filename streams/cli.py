@@ -153,9 +153,10 @@ def kafka_status() -> None:
 
 
 def _register_commands() -> None:
-    from streams import top
+    from streams import alert_cli, top
 
     top.register(app)
+    alert_cli.register(app)
 
 
 _register_commands()

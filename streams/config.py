@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     topic_feedback: str = "llm.feedback"
     topic_dlq: str = "llm.calls.dlq"
     topic_metrics: str = "llm.metrics"
+    topic_detections: str = "llm.detections"
+    topic_alerts: str = "llm.alerts"
+    topic_silences: str = Field(
+        default="llm.silences", description="Compacted topic of silences, read by every worker."
+    )
     topic_state: str = Field(
         default="llmpulse.state", description="Compacted topic of signed state checkpoints."
     )
@@ -70,6 +75,24 @@ class Settings(BaseSettings):
     metrics_idle_close_s: float | None = Field(default=None, gt=0)
     pricing_file: Path | None = Field(
         default=None, description="YAML that overrides or extends the shipped price table."
+    )
+
+    # Drift and anomaly detectors (docs/detectors.md)
+    detectors_enabled: bool = True
+    detectors_max_keys_per_partition: int = Field(default=1000, ge=1)
+    detectors_hst_key_set: str = Field(
+        default="app,environment,provider,model",
+        description="Key set that also runs HalfSpaceTrees; empty for none.",
+    )
+    detectors_checkpoint_interval_s: float = Field(default=30.0, gt=0)
+
+    # Alert rules (docs/alerting.md); Slack secrets come from variables the rules file names
+    alerts_enabled: bool = True
+    alerts_rules_file: Path | None = Field(
+        default=None, description="Rules YAML; unset: the shipped alerting/default_rules.yaml."
+    )
+    alerts_slack_base_url: str | None = Field(
+        default=None, description="Slack Web API base URL override (a local stand-in in tests)."
     )
 
     # State checkpoints (metric windows, detectors, alerts)

@@ -1,7 +1,7 @@
 """The ingestion path: validate each record, write good ones to ClickHouse, dead-letter the rest.
 
-Nothing here acknowledges a Kafka record before its row is durably stored: the agents iterate a
-``noack`` stream and hand each faust event to a sink, which acks it after the write. A rejected
+Nothing here acknowledges a Kafka record before its row is durably stored: the agents hand each
+record (a `streams.batch_consumer.RecordAck`) to a sink, which acks it after the write. A rejected
 record is acked only once both its dead-letter message is on ``llm.calls.dlq`` and its row is in
 ``llm_dead_letters``.
 """
@@ -94,8 +94,6 @@ class Ingestor:
         self.on_call: Callable[[LLMCall, int, int], None] | None = None
         self.on_feedback: Callable[[Feedback, int, int], None] | None = None
         self.hold: Callable[[Any], Any] | None = None
-        # Closed while partition state is being restored after an assignment.
-        self.gate: asyncio.Event | None = None
 
     async def consume_calls(self, events: AsyncIterator[Any]) -> None:
         limits, policy, observe = self.limits, self.text_policy, self.on_call
@@ -126,10 +124,8 @@ class Ingestor:
     ) -> None:
         """Validate each record into a row for ``sink``; dead-letter what fails validation."""
         counted = self.counters.events_in
-        hold, gate = self.hold, self.gate
+        hold = self.hold
         async for event in events:
-            if gate is not None and not gate.is_set():
-                await gate.wait()
             message = event.message
             counted[message.topic] += 1
             try:

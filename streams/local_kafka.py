@@ -153,7 +153,7 @@ class LocalKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java(
             libs, "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", cluster_id, "-c", str(config),
+            f"--cluster-id={cluster_id}", "-c", str(config),
         )  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:

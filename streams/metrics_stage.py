@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,6 +107,8 @@ class MetricsStage:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.pricing = pricing
         self.held: list[Any] = []
+        # Called with every closed window's record (the alert rules).
+        self.listeners: list[Callable[[MetricRecord], None]] = []
         self.records_published = 0
         self.checkpoint_failures = 0
         self.last_checkpoint = time.monotonic()
@@ -118,8 +120,6 @@ class MetricsStage:
         self.feedback_skip: dict[int, int] = {}
         self.feedback_replayed_skipped = 0
         self.unassigned_skipped = 0
-        # Open once the assigned partitions are restored; the ingest loop waits on it.
-        self.gate = asyncio.Event()
         self._rate: deque[tuple[float, int]] = deque(maxlen=16)
         self._lock = asyncio.Lock()
 
@@ -145,10 +145,7 @@ class MetricsStage:
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """Restore newly assigned partitions from their checkpoints (validated), or start empty."""
-        try:
-            await self._restore([p for p in partitions if p not in self.metrics.partitions])
-        finally:
-            self.gate.set()
+        await self._restore([p for p in partitions if p not in self.metrics.partitions])
 
     async def _restore(self, new: list[int]) -> None:
         if not new:
@@ -178,7 +175,6 @@ class MetricsStage:
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Checkpoint everything held (rows flushed first by the caller), then drop these."""
-        self.gate.clear()
         await self.checkpoint()
         for partition in partitions:
             if partition in self.metrics.partitions:
@@ -197,6 +193,11 @@ class MetricsStage:
     async def _emit(self, records: list[MetricRecord]) -> None:
         for record in records:
             await self.sink.add(metric_row(record))
+            for listener in self.listeners:
+                try:
+                    listener(record)
+                except Exception:  # an alerting bug must not stop metrics being stored
+                    log.exception("metrics listener failed")
         # Both outputs are durable before the checkpoint that forgets these windows.
         await asyncio.gather(
             *(self.publish(record_key(r), orjson.dumps(r.to_json_dict())) for r in records)

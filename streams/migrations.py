@@ -208,9 +208,86 @@ FROM {db}.llm_calls
 GROUP BY minute, app, environment, provider, model, prompt_id, prompt_version
 """
 
+# ReplacingMergeTree: a crash after detections are written but before the checkpoint that
+# counts their calls replays those calls and writes the same detections again (same event,
+# offset and values; a later detected_at), and merges keep one. The sort key identifies a
+# detection: one call gives at most one per key set, signal and detector. Queries that count
+# detections use FINAL (or uniqExact over the key) until the merge has happened.
+DETECTIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}.llm_detections
+(
+    key_set          LowCardinality(String),
+    app              LowCardinality(String),
+    environment      LowCardinality(String),
+    provider         LowCardinality(String),
+    model            LowCardinality(String),
+    prompt_id        LowCardinality(String),
+    prompt_version   LowCardinality(String),
+    dimensions       Map(LowCardinality(String), String),
+    signal           LowCardinality(String),
+    detector         LowCardinality(String),
+    params           String,
+    score            Nullable(Float64),
+    before_mean      Nullable(Float64),
+    before_quantile  Nullable(Float64),
+    after_level      Nullable(Float64),
+    event_time       DateTime64(3, 'UTC'),
+    event_id         String,
+    source_partition UInt32,
+    source_offset    UInt64,
+    detected_at      DateTime64(3, 'UTC'),
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (app, signal, event_time, event_id, detector, key_set)
+TTL toDateTime(event_time) + INTERVAL {ttl_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000
+"""
+
+# One row per alert state change (AlertTransition). Replays of a transition (a restart
+# re-publishing what the last checkpoint had not seen stored) have the same sort key, so
+# merges keep one. The sort key serves the usual question: the timeline of one rule, and
+# within it of one alert (fingerprint = rule + label set).
+ALERTS_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}.llm_alerts
+(
+    at                 DateTime64(3, 'UTC'),
+    rule_group         LowCardinality(String),
+    rule               LowCardinality(String),
+    fingerprint        String,
+    sequence           UInt64,
+    kind               LowCardinality(String),
+    severity           LowCardinality(String),
+    labels             Map(LowCardinality(String), String),
+    annotations        Map(LowCardinality(String), String),
+    state              LowCardinality(String),
+    previous_state     LowCardinality(String),
+    reason             LowCardinality(String),
+    value              Nullable(Float64),
+    threshold          Nullable(Float64),
+    recovery_threshold Nullable(Float64),
+    op                 LowCardinality(String),
+    metric             LowCardinality(String),
+    key_set            LowCardinality(String),
+    started_at         Nullable(DateTime64(3, 'UTC')),
+    fired_at           Nullable(DateTime64(3, 'UTC')),
+    resolved_at        Nullable(DateTime64(3, 'UTC')),
+    detection          String,
+    inserted_at        DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (rule, fingerprint, at, sequence)
+TTL toDateTime(at) + INTERVAL {ttl_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ingestion tables", (CALLS_TABLE, FEEDBACK_TABLE, DEAD_LETTERS_TABLE)),
     Migration(2, "metric rollups", (METRICS_TABLE, CALLS_1M_TABLE, CALLS_1M_VIEW)),
+    Migration(3, "detections", (DETECTIONS_TABLE,)),
+    Migration(4, "alerts", (ALERTS_TABLE,)),
 )
 
 
@@ -246,6 +323,8 @@ TTL_COLUMNS = {
     "llm_feedback": "toDateTime(timestamp)",
     "llm_metrics_1m": "toDateTime(window_start)",
     "llm_calls_1m": "minute",
+    "llm_detections": "toDateTime(event_time)",
+    "llm_alerts": "toDateTime(at)",
 }
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 
+from alerting.state import AlertTransition
 from schemas import Feedback, LLMCall, redact
+from streams.detections_stage import DetectionRecord
 from streams.metrics import MetricRecord
 
 CALL_COLUMNS: tuple[str, ...] = (
@@ -116,4 +118,41 @@ def metric_row(record: MetricRecord) -> bytes:
     dims = record.dimensions
     row = [record.key_set, *(dims.get(name, "") for name in _METRIC_DIMENSIONS)]
     row.extend(getattr(record, name) for name in _METRIC_FIELDS)
+    return orjson.dumps(row)
+
+
+DETECTION_COLUMNS: tuple[str, ...] = (
+    "key_set", "app", "environment", "provider", "model", "prompt_id", "prompt_version",
+    "dimensions", "signal", "detector", "params", "score", "before_mean", "before_quantile",
+    "after_level", "event_time", "event_id", "source_partition", "source_offset", "detected_at",
+)  # fmt: skip
+
+
+def detection_row(record: DetectionRecord) -> bytes:
+    """One ``llm_detections`` row: dimensions outside the key set are ``""``, params JSON text."""
+    data = record.to_json_dict()  # non-finite numbers become None (the columns are Nullable)
+    data.update((name, record.dimensions.get(name, "")) for name in _METRIC_DIMENSIONS)
+    data["params"] = orjson.dumps(record.params, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps([data[name] for name in DETECTION_COLUMNS])
+
+
+ALERT_COLUMNS: tuple[str, ...] = (
+    "at", "rule_group", "rule", "fingerprint", "sequence", "kind", "severity", "labels",
+    "annotations", "state", "previous_state", "reason", "value", "threshold",
+    "recovery_threshold", "op", "metric", "key_set", "started_at", "fired_at", "resolved_at",
+    "detection",
+)  # fmt: skip
+
+
+def alert_row(transition: AlertTransition) -> bytes:
+    """One ``llm_alerts`` row: a state change of one alert (rule and label set)."""
+    t = transition
+    detection = t.to_dict()["detection"]
+    row = (
+        t.at, t.rule_id.split("/", 1)[0], t.rule, t.fingerprint, t.sequence, t.kind,
+        t.severity, dict(t.labels), dict(t.annotations), t.state.value, t.previous_state.value,
+        t.reason, t.value, t.threshold, t.recovery_threshold, t.op or "", t.metric or "",
+        t.key_set or "", t.active_since, t.fired_at, t.resolved_at,
+        "" if detection is None else orjson.dumps(detection).decode(),
+    )  # fmt: skip
     return orjson.dumps(row)

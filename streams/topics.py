@@ -26,6 +26,9 @@ def worker_topics(settings: Settings) -> tuple[str, ...]:
         settings.topic_feedback,
         settings.topic_dlq,
         settings.topic_metrics,
+        settings.topic_detections,
+        settings.topic_alerts,
+        settings.topic_silences,
         settings.topic_state,
     )
 
@@ -33,7 +36,7 @@ def worker_topics(settings: Settings) -> tuple[str, ...]:
 def _new_topic(settings: Settings, name: str) -> Any:
     from aiokafka.admin import NewTopic
 
-    if name == settings.topic_state:
+    if name in (settings.topic_state, settings.topic_silences):
         # One partition: every worker reads the whole changelog on (re)assignment.
         return NewTopic(name, 1, settings.topic_replication, topic_configs=STATE_TOPIC_CONFIG)
     return NewTopic(name, settings.topic_partitions, settings.topic_replication)

@@ -66,8 +66,19 @@ def register_pages(app: Any, runtime: Any) -> None:
                 for sink in runtime.sinks
             },
         }
+        consumer = runtime.consumer
+        if consumer is not None:
+            body["consumer"] = {
+                **vars(consumer.stats),
+                "unacked": consumer.tracker.unacked(),
+                "lag": consumer.lag(),
+            }
         if runtime.metrics is not None:
             body["metrics"] = runtime.metrics.health()
+        if runtime.detections is not None:
+            body["detections"] = runtime.detections.health()
+        if runtime.alerts is not None:
+            body["alerts"] = runtime.alerts.health()
         status = 200 if runtime.ready.is_set() else 503
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 

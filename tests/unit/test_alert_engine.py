@@ -38,7 +38,7 @@ def rules(rule: str) -> str:
 
 LATENCY = """
 - alert: Slow
-  metric: latency_p95
+  metric: latency_p95_ms
   by: [model]
   op: ">"
   threshold: 2000
@@ -55,7 +55,7 @@ def engine(extra: str = "", clock: FakeClock | None = None) -> tuple[AlertEngine
 
 
 def window(value: float | None, requests: int = 100, model: str = "gpt-4o") -> MetricWindow:
-    metrics = {} if value is None else {"latency_p95": value}
+    metrics = {} if value is None else {"latency_p95_ms": value}
     return MetricWindow("model", {"model": model}, T0, T0, requests, metrics)
 
 
@@ -132,7 +132,9 @@ def test_min_requests_windows_decide_nothing() -> None:
 
 def test_other_key_sets_and_missing_metrics_are_ignored() -> None:
     eng, _ = engine()
-    other = MetricWindow("app_model", {"app": "a", "model": "m"}, T0, T0, 100, {"latency_p95": 9e9})
+    other = MetricWindow(
+        "app_model", {"app": "a", "model": "m"}, T0, T0, 100, {"latency_p95_ms": 9e9}
+    )
     assert eng.observe_metrics(other) == []
     assert eng.observe_metrics(window(None)) == []
 

@@ -26,7 +26,7 @@ groups:
         threshold: 0.5
         labels: {severity: critical}
       - alert: Slow
-        metric: latency_p95
+        metric: latency_p95_ms
         by: [provider, model]
         op: ">"
         threshold: 2000
@@ -113,8 +113,8 @@ class Setup:
 
 async def test_routing_with_continue_and_grouping_after_group_wait() -> None:
     s = Setup()
-    s.observe("openai", "gpt-4o", latency_p95=2500)
-    s.observe("openai", "gpt-4o-mini", latency_p95=2600)
+    s.observe("openai", "gpt-4o", latency_p95_ms=2500)
+    s.observe("openai", "gpt-4o-mini", latency_p95_ms=2600)
     await s.notifier.tick()
     assert s.kinds("ml") == []  # group_wait
     await s.run_for(10)
@@ -125,17 +125,17 @@ async def test_routing_with_continue_and_grouping_after_group_wait() -> None:
 
 async def test_repeat_interval_caps_repeats_and_changes_wait_for_group_interval() -> None:
     s = Setup()
-    s.observe("openai", "gpt-4o", latency_p95=2500)
+    s.observe("openai", "gpt-4o", latency_p95_ms=2500)
     await s.run_for(60 * 25, step=10)
     assert s.kinds("ml") == [("new", 1, 0), ("repeat", 1, 0), ("repeat", 1, 0)]
-    s.observe("anthropic", "claude", latency_p95=3000)
+    s.observe("anthropic", "claude", latency_p95_ms=3000)
     await s.run_for(65, step=5)
     assert s.kinds("ml")[-1] == ("update", 2, 0)
-    s.observe("openai", "gpt-4o", latency_p95=100)
+    s.observe("openai", "gpt-4o", latency_p95_ms=100)
     await s.run_for(65, step=5)
     assert s.kinds("ml")[-1] == ("update", 1, 1)
     assert s.kinds("ml-copy")[-1] != ("update", 1, 1)  # send_resolved: false
-    s.observe("anthropic", "claude", latency_p95=100)
+    s.observe("anthropic", "claude", latency_p95_ms=100)
     await s.run_for(65, step=5)
     assert s.kinds("ml")[-1] == ("resolved", 0, 1)
     assert s.notifier.snapshot()["groups"] == []
@@ -144,8 +144,8 @@ async def test_repeat_interval_caps_repeats_and_changes_wait_for_group_interval(
 async def test_inhibition_mutes_the_dependent_alert() -> None:
     s = Setup()
     s.observe("openai", "gpt-4o", error_rate=0.9)
-    s.observe("openai", "gpt-4o", latency_p95=5000)
-    s.observe("anthropic", "claude", latency_p95=5000)
+    s.observe("openai", "gpt-4o", latency_p95_ms=5000)
+    s.observe("anthropic", "claude", latency_p95_ms=5000)
     await s.run_for(15)
     assert s.kinds("default") == [("new", 1, 0)]
     [sent] = s.receivers["ml"].sent
@@ -157,7 +157,7 @@ async def test_silence_mutes_until_it_ends() -> None:
     s.silences.add(
         Silence(('model="gpt-4o"',), T0, T0 + timedelta(minutes=5), author="ana", comment="deploy")
     )
-    s.observe("openai", "gpt-4o", latency_p95=5000)
+    s.observe("openai", "gpt-4o", latency_p95_ms=5000)
     await s.run_for(60 * 4)
     assert s.kinds("ml") == []
     await s.run_for(60 * 2)
@@ -166,7 +166,7 @@ async def test_silence_mutes_until_it_ends() -> None:
 
 async def test_restart_does_not_post_twice_and_still_sends_the_resolution() -> None:
     s = Setup()
-    s.observe("openai", "gpt-4o", latency_p95=5000)
+    s.observe("openai", "gpt-4o", latency_p95_ms=5000)
     await s.run_for(15)
     assert s.kinds("ml") == [("new", 1, 0)]
     engine_state = json.loads(json.dumps(s.engine.snapshot()))
@@ -176,10 +176,10 @@ async def test_restart_does_not_post_twice_and_still_sends_the_resolution() -> N
     s.engine.restore(engine_state)
     s.notifier = s.new_notifier()
     s.notifier.restore(notifier_state)
-    s.observe("openai", "gpt-4o", latency_p95=5000)  # still firing: no transition
+    s.observe("openai", "gpt-4o", latency_p95_ms=5000)  # still firing: no transition
     await s.run_for(60)
     assert s.kinds("ml") == [("new", 1, 0)]
-    s.observe("openai", "gpt-4o", latency_p95=10)
+    s.observe("openai", "gpt-4o", latency_p95_ms=10)
     await s.run_for(65)
     assert s.kinds("ml") == [("new", 1, 0), ("resolved", 0, 1)]
     assert s.receivers["ml"].sent[1].id.endswith(":2")
@@ -187,7 +187,9 @@ async def test_restart_does_not_post_twice_and_still_sends_the_resolution() -> N
 
 async def test_replayed_transitions_are_ignored() -> None:
     s = Setup()
-    record = MetricWindow("pm", {"provider": "p", "model": "m"}, T0, T0, 100, {"latency_p95": 5000})
+    record = MetricWindow(
+        "pm", {"provider": "p", "model": "m"}, T0, T0, 100, {"latency_p95_ms": 5000}
+    )
     [transition] = s.engine.observe_metrics(record)
     for _ in range(3):
         s.notifier.ingest(transition)
@@ -200,7 +202,7 @@ async def test_replayed_transitions_are_ignored() -> None:
 async def test_failed_delivery_waits_in_the_outbox_and_survives_restart() -> None:
     s = Setup()
     s.receivers["ml"].fail_with = RetryableDeliveryError("slack down", retry_after=30)
-    s.observe("openai", "gpt-4o", latency_p95=5000)
+    s.observe("openai", "gpt-4o", latency_p95_ms=5000)
     await s.run_for(20)
     assert s.receivers["ml"].sent == [] and s.notifier.queued == 1
     saved: dict[str, Any] = json.loads(json.dumps(s.notifier.snapshot()))
@@ -214,13 +216,13 @@ async def test_failed_delivery_waits_in_the_outbox_and_survives_restart() -> Non
 async def test_pacing_spaces_messages_on_one_channel() -> None:
     s = Setup()
     s.receivers["ml"].min_interval = 1.0
-    s.observe("openai", "gpt-4o", latency_p95=5000)
+    s.observe("openai", "gpt-4o", latency_p95_ms=5000)
     s.observe("openai", "gpt-4o", error_rate=0.9)
     text = RULES.replace("group_by: [alertname]", "group_by: [model]")
     s2 = Setup(text)
     s2.receivers["ml"].min_interval = 1.0
     for model in ("a", "b", "c"):
-        s2.observe("p", model, latency_p95=5000)
+        s2.observe("p", model, latency_p95_ms=5000)
     s2.clock.advance(10)
     assert await s2.notifier.tick() == 2  # ml + ml-copy heads for the first group
     assert await s2.notifier.tick() == 1  # ml-copy is not paced; ml waits a second

@@ -33,7 +33,7 @@ def test_recovery_threshold_on_the_wrong_side(tmp_path: Path) -> None:
           - name: llm
             rules:
               - alert: Slow
-                metric: latency_p95
+                metric: latency_p95_ms
                 by: [model]
                 op: ">"
                 threshold: 2000
@@ -55,7 +55,7 @@ def test_several_errors_each_point_at_their_line(tmp_path: Path) -> None:
           - name: llm
             rules:
               - alert: Slow
-                metric: latncy_p95
+                metric: latncy_p95_ms
                 by: [model]
                 op: ">"
                 threshold: 2000
@@ -81,8 +81,8 @@ def test_several_errors_each_point_at_their_line(tmp_path: Path) -> None:
         """,
     )
     assert errors == [
-        "rules.yaml:5: groups[0].rules[0].metric: unknown metric 'latncy_p95' "
-        "(did you mean 'latency_p95'?)",
+        "rules.yaml:5: groups[0].rules[0].metric: unknown metric 'latncy_p95_ms' "
+        "(did you mean 'latency_p95_ms'?)",
         "rules.yaml:13: groups[0].rules[1].op: Input should be '>', '>=', '<' or '<='",
         "rules.yaml:15: groups[0].rules[1].for: invalid duration '5 minutes': "
         "use a number and a unit, like 30s, 5m, 1h30m",
@@ -101,13 +101,13 @@ def test_labels_and_annotation_templates_are_checked(tmp_path: Path) -> None:
           - name: llm
             rules:
               - alert: Slow
-                metric: latency_p95
+                metric: latency_p95_ms
                 by: [model]
                 op: ">"
                 threshold: 2000
                 labels: {severity: page}
               - alert: Slower
-                metric: latency_p95
+                metric: latency_p95_ms
                 by: [model]
                 op: ">"
                 threshold: 2000

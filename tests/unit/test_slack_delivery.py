@@ -28,7 +28,7 @@ groups:
   - name: g
     rules:
       - alert: HighLatencyP95
-        metric: latency_p95
+        metric: latency_p95_ms
         by: [app, model]
         op: ">"
         threshold: 2000
@@ -89,7 +89,7 @@ class Pipeline:
 
     def observe(self, model: str, value: float) -> None:
         record = MetricWindow(
-            "am", {"app": "chat", "model": model}, T0, T0, 50, {"latency_p95": value}
+            "am", {"app": "chat", "model": model}, T0, T0, 50, {"latency_p95_ms": value}
         )
         for transition in self.engine.observe_metrics(record):
             self.notifier.ingest(transition)
@@ -200,7 +200,7 @@ def alerts(count: int, labels: int = 3, width: int = 10) -> tuple[AlertTransitio
             value=2500.0,
             threshold=2000.0,
             op=">",
-            metric="latency_p95",
+            metric="latency_p95_ms",
             key_set="k",
             active_since=T0,
             fired_at=T0,
