@@ -138,7 +138,7 @@ class CheckpointStore:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             acks="all",
-            compression_type="gzip",
+            # No compression: gzip in Python costs ~170 ms per 5 MB on the event loop.
             max_request_size=2 * self._chunk_bytes + 65536,
             **self._options,
         )

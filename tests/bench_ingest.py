@@ -4,9 +4,9 @@
 
 Without ``--bootstrap`` a temporary local broker is started (and stopped). Throughput is measured
 from the worker's first consumed event to the last row stored in ``llm_calls``; the ceiling is a
-raw aiokafka consumer that only parses the same records with orjson. The worker runs twice, with
-rolling metrics off and on; then the metrics state's memory per active key is measured in process
-at 10,000 active keys.
+raw aiokafka consumer that only parses the same records with orjson. The worker runs three times:
+ingestion only, with rolling metrics, and with metrics, detectors and alert rules; then the metrics
+state's memory per active key is measured in process at 10,000 active keys.
 """
 
 from __future__ import annotations
@@ -154,14 +154,21 @@ def main() -> None:
             }
         )
         runs = {}
-        for label, metrics_on in (("metrics_off", "false"), ("metrics_on", "true")):
+        stages = {
+            "metrics_off": {"METRICS": "false", "DETECTORS": "false", "ALERTS": "false"},
+            "metrics_on": {"METRICS": "true", "DETECTORS": "false", "ALERTS": "false"},
+            "everything_on": {"METRICS": "true", "DETECTORS": "true", "ALERTS": "true"},
+        }
+        for label, switches in stages.items():
             run_env = {
                 **env,
                 "LLMPULSE_DATA_DIR": str(workdir / label),
                 "LLMPULSE_CONSUMER_GROUP": f"bench-{label}-{uuid.uuid4().hex[:6]}",
                 "LLMPULSE_TOPIC_METRICS": f"{topic}.metrics",
+                "LLMPULSE_TOPIC_DETECTIONS": f"{topic}.detections",
+                "LLMPULSE_TOPIC_ALERTS": f"{topic}.alerts",
                 "LLMPULSE_TOPIC_STATE": f"{topic}.state.{label}",
-                "LLMPULSE_METRICS_ENABLED": metrics_on,
+                **{f"LLMPULSE_{name}_ENABLED": on for name, on in switches.items()},
             }
             runs[label] = worker_run(run_env, workdir, args.events, label)
             rate = runs[label]["events_per_s"]
@@ -175,6 +182,7 @@ def main() -> None:
             "worker": runs,
             "ratio_worker_to_raw": round(off / ceiling, 3),
             "ratio_metrics_on_to_raw": round(on / ceiling, 3),
+            "ratio_everything_on_to_raw": round(runs["everything_on"]["events_per_s"] / ceiling, 3),
             "metrics_cost_fraction": round(1 - on / off, 3),
             "metrics_memory": memory,
             "cpu_count": os.cpu_count(),
