@@ -99,7 +99,7 @@ def default_signals() -> dict[str, SignalConfig]:
 def _default_new_values() -> dict[str, Mapping[str, ParamValue]]:
     return {
         "model": {"min_count": 1, "warm_up": 100},
-        "error_type": {"min_count": 3, "window": 200, "warm_up": 20},
+        "error_type": {"min_count": 3, "window": 200, "warm_up": 200},
     }
 
 

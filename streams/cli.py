@@ -154,9 +154,11 @@ def kafka_status() -> None:
 
 def _register_commands() -> None:
     from streams import alert_cli, top
+    from streams.simulation import cli as simulation_cli
 
     top.register(app)
     alert_cli.register(app)
+    simulation_cli.register(app)
 
 
 _register_commands()

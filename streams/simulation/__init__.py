@@ -1,0 +1,1 @@
+"""Simulated LLM traffic with injected incidents, ground-truth labels, and offline evaluation."""
