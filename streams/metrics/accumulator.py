@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import reduce
+from operator import add
 from typing import Any
 
+from streams.metrics.means import add_all_means, add_means, means, merge_means, pairs
 from streams.metrics.quantiles import QuantileEstimator, exact_quantiles
 from streams.metrics.record import MetricRecord
 
@@ -30,6 +33,9 @@ CallSample = tuple[
 LATENCY_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 TTFT_QUANTILES = (0.5, 0.95)
 
+PENDING_LIMIT = 128
+"""Calls an accumulator queues before folding them into its counters."""
+
 _COUNTERS = (
     "requests",
     "errors",
@@ -48,6 +54,8 @@ class WindowAccumulator:
     """Everything needed to report one key's window; updated once per call and key set.
 
     ``last_wall`` is the wall-clock time of the latest event, for closing idle windows.
+    Calls wait in ``pending`` until `flush`; the counters are up to date only after it
+    (every method here that reads them flushes first).
     """
 
     __slots__ = (
@@ -68,6 +76,7 @@ class WindowAccumulator:
         "late_events",
         "latency_values",
         "output_tokens",
+        "pending",
         "requests",
         "score_counts",
         "score_sums",
@@ -79,9 +88,10 @@ class WindowAccumulator:
     def __init__(self, eps: float, exact_capacity: int, last_wall: float) -> None:
         self._eps = eps
         self._exact_capacity = exact_capacity
+        self.pending: list[CallSample] = []
         self.requests = 0
         self.errors = 0
-        # Values go into a flat array (one C call per value); past the exact capacity
+        # Values go into a flat array (a batch per `flush`); past the exact capacity
         # they are handed to a sketch in batches. The sketch is None while exact.
         self.latency_values = array("d")
         self.ttft_values: array[float] | None = None
@@ -105,46 +115,76 @@ class WindowAccumulator:
         self.last_wall = last_wall
 
     def add_call(self, sample: CallSample, now: float) -> None:
-        """Count one call; the caller has derived its values once for all key sets."""
-        latency, ttft, tps, input_tokens, output_tokens, cached, cost, is_error, finish, scores = (
-            sample
+        """Count one call; the caller has derived its values once for all key sets.
+
+        The call is queued in `pending` and folded in by `flush` (``PENDING_LIMIT`` at a
+        time, and before anything reads the counters), with the same result as counting
+        it right away. `MetricsAggregator` inlines this.
+        """
+        pending = self.pending
+        pending.append(sample)
+        self.last_wall = now
+        if len(pending) >= PENDING_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the pending calls into the counters and quantile values, in arrival order.
+
+        Float sums add the values one by one in arrival order (``reduce(add, ...)``, not
+        `sum`, which may compensate) and values spill to the sketches at the same counts,
+        so the result is exactly that of counting each call as it came.
+        """
+        pending = self.pending
+        if not pending:
+            return
+        n = len(pending)
+        latency, ttft, tps, input_tokens, output_tokens, cached, cost, errors, finish, scores = zip(
+            *pending, strict=True
         )
-        self.requests += 1
-        if is_error:
-            self.errors += 1
-        if latency is not None:
-            values = self.latency_values
-            values.append(latency)
-            if len(values) > self._exact_capacity:
-                self._latency_sketch = self._spill(self._latency_sketch, values)
-        if ttft is not None:
-            values_or_none = self.ttft_values
-            if values_or_none is None:
-                values_or_none = self.ttft_values = array("d")
-            values_or_none.append(ttft)
-            if len(values_or_none) > self._exact_capacity:
-                self._ttft_sketch = self._spill(self._ttft_sketch, values_or_none)
-        if tps is not None:
-            self.tps_sum += tps
-            self.tps_count += 1
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
-        if cached:
-            self.cached_input_tokens += cached
-        if cost is None:
-            self.cost_missing += 1
-        else:
-            self.cost_sum += cost
-        if finish:
-            if finish == FINISH_LENGTH:
-                self.finish_length += 1
-            else:
-                self.finish_content_filter += 1
-        if scores:
+        pending.clear()
+        self.requests += n
+        self.errors += sum(errors)
+        values = _floats(latency)
+        if values:
+            self._latency_sketch = self._push(self._latency_sketch, self.latency_values, values)
+        values = _floats(ttft)
+        if values:
+            ttft_values = self.ttft_values
+            if ttft_values is None:
+                ttft_values = self.ttft_values = array("d")
+            self._ttft_sketch = self._push(self._ttft_sketch, ttft_values, values)
+        self.tps_sum, added = _total(self.tps_sum, tps)
+        self.tps_count += added
+        self.input_tokens += sum(input_tokens)
+        self.output_tokens += sum(output_tokens)
+        self.cached_input_tokens += sum(cached)
+        self.cost_sum, added = _total(self.cost_sum, cost)
+        self.cost_missing += n - added
+        unfinished = finish.count(0)
+        if unfinished != n:
+            length = finish.count(FINISH_LENGTH)
+            self.finish_length += length
+            self.finish_content_filter += n - unfinished - length
+        if any(scores):
             if self.score_sums is None or self.score_counts is None:
                 self.score_sums, self.score_counts = {}, {}
-            _add_means(self.score_sums, self.score_counts, scores)
-        self.last_wall = now
+            add_all_means(self.score_sums, self.score_counts, scores)
+
+    def _push(
+        self, sketch: QuantileEstimator | None, values: array[float], new: array[float]
+    ) -> QuantileEstimator | None:
+        """Append ``new`` to ``values``, spilling where appending one by one would: each
+        time ``values`` grows past the exact capacity."""
+        limit = self._exact_capacity + 1
+        start, end = 0, len(new)
+        while True:
+            stop = start + max(1, limit - len(values))
+            if stop > end:
+                values.extend(new[start:] if start else new)
+                return sketch
+            values.extend(new[start:stop])
+            sketch = self._spill(sketch, values)
+            start = stop
 
     def _spill(self, sketch: QuantileEstimator | None, values: array[float]) -> QuantileEstimator:
         """Move pending values into the sketch (creating it), emptying ``values`` in place."""
@@ -185,12 +225,14 @@ class WindowAccumulator:
     @property
     def latency_count(self) -> int:
         """Latency values held (all calls with a valid latency)."""
+        self.flush()
         sketch = self._latency_sketch
         return len(self.latency_values) + (sketch.count if sketch else 0)
 
     @property
     def ttft_count(self) -> int:
         """Calls with a TTFT."""
+        self.flush()
         sketch, values = self._ttft_sketch, self.ttft_values
         return (len(values) if values else 0) + (sketch.count if sketch else 0)
 
@@ -198,7 +240,7 @@ class WindowAccumulator:
         """Count one feedback score for this key and window."""
         if self.feedback_sums is None or self.feedback_counts is None:
             self.feedback_sums, self.feedback_counts = {}, {}
-        _add_means(self.feedback_sums, self.feedback_counts, {name: value})
+        add_means(self.feedback_sums, self.feedback_counts, {name: value})
         self.last_wall = now
 
     def merge(self, other: WindowAccumulator) -> None:
@@ -209,6 +251,8 @@ class WindowAccumulator:
         """
         if other is self:
             raise ValueError("cannot merge an accumulator into itself")
+        self.flush()
+        other.flush()
         for name in _COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.tps_sum += other.tps_sum
@@ -223,11 +267,11 @@ class WindowAccumulator:
                 self._ttft_sketch, self.ttft_values, other._ttft_sketch, other.ttft_values
             )
         if other.score_sums and other.score_counts:
-            self.score_sums, self.score_counts = _merge_means(
+            self.score_sums, self.score_counts = merge_means(
                 self.score_sums, self.score_counts, other.score_sums, other.score_counts
             )
         if other.feedback_sums and other.feedback_counts:
-            self.feedback_sums, self.feedback_counts = _merge_means(
+            self.feedback_sums, self.feedback_counts = merge_means(
                 self.feedback_sums, self.feedback_counts, other.feedback_sums, other.feedback_counts
             )
         self.last_wall = max(self.last_wall, other.last_wall)
@@ -265,6 +309,7 @@ class WindowAccumulator:
         closed_by: str | None,
     ) -> MetricRecord:
         """The reported metrics; quantiles are computed here, not per event."""
+        self.flush()
         requests = self.requests
         lat = self._quantiles(self._latency_sketch, self.latency_values, LATENCY_QUANTILES)
         ttft = self._quantiles(self._ttft_sketch, self.ttft_values, TTFT_QUANTILES)
@@ -294,9 +339,9 @@ class WindowAccumulator:
             cost_per_1k_requests=_ratio(1000.0 * self.cost_sum, priced),
             finish_length_rate=_ratio(self.finish_length, requests),
             finish_content_filter_rate=_ratio(self.finish_content_filter, requests),
-            score_means=_means(self.score_sums, self.score_counts),
+            score_means=means(self.score_sums, self.score_counts),
             score_counts=dict(self.score_counts or {}),
-            feedback_means=_means(self.feedback_sums, self.feedback_counts),
+            feedback_means=means(self.feedback_sums, self.feedback_counts),
             feedback_counts=dict(self.feedback_counts or {}),
             late_events=self.late_events,
             closed_by=closed_by,
@@ -304,14 +349,15 @@ class WindowAccumulator:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-compatible snapshot; `streams.metrics.state` validates it on the way back."""
+        self.flush()
         state: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS}
         state["tps_sum"] = self.tps_sum
         state["cost_sum"] = self.cost_sum
         state["last_wall"] = self.last_wall
         state["latency"] = self._estimator_state(self._latency_sketch, self.latency_values)
         state["ttft"] = self._estimator_state(self._ttft_sketch, self.ttft_values)
-        state["scores"] = _pairs(self.score_sums, self.score_counts)
-        state["feedback"] = _pairs(self.feedback_sums, self.feedback_counts)
+        state["scores"] = pairs(self.score_sums, self.score_counts)
+        state["feedback"] = pairs(self.feedback_sums, self.feedback_counts)
         return state
 
     @classmethod
@@ -346,37 +392,21 @@ def _restore_values(
     return (None if estimator.is_exact else estimator), array("d", state["buffer"])
 
 
-def _add_means(sums: dict[str, float], counts: dict[str, int], values: Mapping[str, float]) -> None:
-    for name, value in values.items():
-        sums[name] = sums.get(name, 0.0) + value
-        counts[name] = counts.get(name, 0) + 1
+def _floats(values: Sequence[float | None]) -> array[float]:
+    """The values that are not None, in order."""
+    try:
+        return array("d", values)  # type: ignore[arg-type]
+    except TypeError:  # some are None (checking first would cost as much as this)
+        return array("d", [x for x in values if x is not None])
 
 
-def _merge_means(
-    sums: dict[str, float] | None,
-    counts: dict[str, int] | None,
-    other_sums: dict[str, float],
-    other_counts: dict[str, int],
-) -> tuple[dict[str, float], dict[str, int]]:
-    sums, counts = sums or {}, counts or {}
-    for name, total in other_sums.items():
-        sums[name] = sums.get(name, 0.0) + total
-        counts[name] = counts.get(name, 0) + other_counts[name]
-    return sums, counts
-
-
-def _means(sums: dict[str, float] | None, counts: dict[str, int] | None) -> dict[str, float]:
-    if not sums or not counts:
-        return {}
-    return {name: total / counts[name] for name, total in sums.items()}
-
-
-def _pairs(
-    sums: dict[str, float] | None, counts: dict[str, int] | None
-) -> dict[str, dict[str, float | int]]:
-    if not sums or not counts:
-        return {}
-    return {name: {"sum": total, "count": counts[name]} for name, total in sums.items()}
+def _total(start: float, values: Sequence[float | None]) -> tuple[float, int]:
+    """``start`` plus each value that is not None, one by one in order; and how many."""
+    try:
+        return reduce(add, values, start), len(values)
+    except TypeError:  # some are None: nothing was kept, add those that are not
+        present = [x for x in values if x is not None]
+        return reduce(add, present, start), len(present)
 
 
 def _ratio(numerator: float, denominator: int) -> float | None:

@@ -38,7 +38,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from itertools import pairwise
+from itertools import pairwise, repeat
 from typing import Any
 
 DEFAULT_RANK_ERROR = 0.005
@@ -299,32 +299,34 @@ def _merge(
     out_v: list[float] = []
     out_g: list[int] = []
     out_d: list[int] = []
-    size = len(values)
-    start = 0
-    for i in range(size + 1):
-        stop = bisect_left(batch, values[i], start) if i < size else len(batch)
-        if i == 0 and stop > start:
-            # The new minimum stays a tuple of its own, exact.
-            out_v.append(batch[start])
-            out_g.append(1)
-            out_d.append(0)
-            start += 1
+    add_v, add_g, add_d = out_v.append, out_g.append, out_d.append
+    more_v, more_g, more_d = out_v.extend, out_g.extend, out_d.extend
+    size, end = len(values), len(batch)
+    # Where each stored value goes in the batch (ties after it); non-decreasing.
+    stops = list(map(bisect_left, repeat(batch, size), values))
+    start = 1 if size and stops[0] else 0
+    if start:  # the new minimum stays a tuple of its own, exact
+        add_v(batch[0]), add_g(1), add_d(0)
+    for i, (value, gi, di, stop) in enumerate(zip(values, g, delta, stops, strict=True)):
         if stop > start:
-            d = g[i] + delta[i] - 1 if 0 < i < size else 0
+            d = gi + di - 1 if i else 0
             step = max(1, limit - d)
-            # Keep every step-th value of the run and its last; each carries the
-            # values folded into it, so g <= step and g + d <= limit.
             kept = batch[start + step - 1 : stop - 1 : step]
-            out_v.extend(kept)
-            out_g.extend([step] * len(kept))
-            out_v.append(batch[stop - 1])
-            out_g.append(stop - start - step * len(kept))
-            out_d.extend([d] * (len(kept) + 1))
-        if i < size:
-            out_v.append(values[i])
-            out_g.append(g[i])
-            out_d.append(delta[i])
+            if kept:
+                more_v(kept)
+                more_g([step] * len(kept))
+                more_d([d] * len(kept))
+            add_v(batch[stop - 1]), add_g(stop - start - step * len(kept)), add_d(d)
+        add_v(value), add_g(gi), add_d(di)
         start = stop
+    if end > start:
+        step = max(1, limit)
+        kept = batch[start + step - 1 : end - 1 : step]
+        more_v(kept)
+        more_g([step] * len(kept))
+        more_v([batch[end - 1]])
+        add_g(end - start - step * len(kept))
+        more_d([0] * (len(kept) + 1))
     return out_v, out_g, out_d
 
 
@@ -376,15 +378,17 @@ def _compress(
     size = len(values)
     if size <= 2:
         return values, g, delta
-    rv, rg, rd = [values[-1]], [g[-1]], [delta[-1]]
-    for i in range(size - 2, 0, -1):
-        gi = g[i]
-        if gi + rg[-1] + rd[-1] <= limit:
-            rg[-1] += gi
+    cg, cd = g[-1], delta[-1]
+    rv, rg, rd = [values[-1]], [], [cd]
+    for gi, di, vi in zip(g[-2:0:-1], delta[-2:0:-1], values[-2:0:-1], strict=True):
+        if gi + cg + cd <= limit:
+            cg += gi
         else:
-            rv.append(values[i])
-            rg.append(gi)
-            rd.append(delta[i])
+            rg.append(cg)
+            rv.append(vi)
+            rd.append(di)
+            cg, cd = gi, di
+    rg.append(cg)
     rv.append(values[0])
     rg.append(g[0])
     rd.append(delta[0])

@@ -20,19 +20,15 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
-from streams.metrics.accumulator import (
-    FINISH_CONTENT_FILTER,
-    FINISH_LENGTH,
-    CallSample,
-    WindowAccumulator,
-)
+from streams.metrics.accumulator import PENDING_LIMIT, CallSample, WindowAccumulator
 from streams.metrics.config import MetricsConfig
 from streams.metrics.events import CallEvent, FeedbackEvent
 from streams.metrics.join import CallIndex, Dimensions
 from streams.metrics.pricing import PricingTable
+from streams.metrics.reader import CallReader
 from streams.metrics.record import MetricRecord
 from streams.metrics.state import STATE_VERSION, validate_state
 
@@ -40,8 +36,9 @@ WindowKey = tuple[int, tuple[str, ...], int]
 """(key set index, the key's dimension values, window index)."""
 
 
-_FINISH_CODES = {"length": FINISH_LENGTH, "content_filter": FINISH_CONTENT_FILTER}
 _INF = math.inf
+_MAX_ROUTES = 65536
+"""Cached routes (see `MetricsAggregator.add_call`) kept before the cache starts over."""
 
 
 class MetricsAggregator:
@@ -86,10 +83,8 @@ class MetricsAggregator:
         for key_set in config.key_sets:
             names.extend(n for n in key_set if n not in names)
         self.dimension_names: tuple[str, ...] = tuple(names)
-        getter: Callable[[Any], Any] = attrgetter(*names)
-        self._dimensions_of: Callable[[Any], Dimensions] = (
-            getter if len(names) > 1 else lambda call: (getter(call),)
-        )
+        self._reader = CallReader(self.dimension_names, pricing)
+        self._dims_end = 2 + len(names)
         self._key_sets = [
             (index, config.key_set_names[index], _tuple_getter([names.index(n) for n in key_set]))
             for index, key_set in enumerate(config.key_sets)
@@ -97,6 +92,9 @@ class MetricsAggregator:
         self._windows: dict[WindowKey, WindowAccumulator] = {}
         self._keys_by_window: dict[int, list[WindowKey]] = {}
         self._idle_closed: set[WindowKey] = set()
+        # (dimension values, window index) -> the open windows a call with them counts in,
+        # once all of them are open; cleared whenever a window closes.
+        self._routes: dict[tuple[Dimensions, int], tuple[WindowAccumulator, ...]] = {}
         self._calls = CallIndex(config.feedback_join_capacity)
         self.watermark: float | None = None
         self.late_events = dict.fromkeys(config.key_set_names, 0)
@@ -119,12 +117,13 @@ class MetricsAggregator:
         Returns False when the call was not counted everywhere: it is late (its
         window closed, by the watermark or idle) or a duplicate event_id.
         """
-        event_id = call.event_id
+        fields = self._reader.fields(call)
+        event_id = fields[0]
         if event_id in self._calls:
             self.duplicate_calls += 1
             return False
-        ts = _epoch_seconds(call.timestamp)
-        dims = self._dimensions_of(call)
+        ts = _epoch_seconds(fields[1])
+        dims = fields[2 : self._dims_end]
         if "" in dims:
             # An empty value counts as missing; normalising here keeps the per-key test short.
             dims = tuple(value or None for value in dims)
@@ -137,9 +136,23 @@ class MetricsAggregator:
         if (index + 1) * self._width + self._lateness <= watermark:
             self._count_late(dims, now)
             return False
-        sample = self._sample(call)
+        sample = self._reader.sample(fields)
+        route = self._routes.get((dims, index))
+        if route is None:
+            return self._add_routed(dims, index, sample, now)
+        for acc in route:  # inlines WindowAccumulator.add_call
+            pending = acc.pending
+            pending.append(sample)
+            acc.last_wall = now
+            if len(pending) >= PENDING_LIMIT:
+                acc.flush()
+        return True
+
+    def _add_routed(self, dims: Dimensions, index: int, sample: CallSample, now: float) -> bool:
+        """Count a call in each key set's window, opening windows; cache the route."""
         windows = self._windows
         counted = True
+        route: list[WindowAccumulator] = []
         for ks_index, name, key_of in self._key_sets:
             key = key_of(dims)
             if None in key:
@@ -153,6 +166,11 @@ class MetricsAggregator:
                     continue
                 acc = self._open(wkey, now)
             acc.add_call(sample, now)
+            route.append(acc)
+        if counted:
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            self._routes[dims, index] = tuple(route)
         return counted
 
     def add_feedback(self, feedback: FeedbackEvent) -> bool:
@@ -226,6 +244,8 @@ class MetricsAggregator:
         self._idle_closed = {
             k for k in self._idle_closed if not self._closed_by_watermark(k[2], watermark)
         }
+        if closed:
+            self._routes.clear()  # they may lead to closed windows
         return closed
 
     def take_idle(self, keys: Iterable[WindowKey]) -> list[tuple[WindowKey, WindowAccumulator]]:
@@ -236,6 +256,8 @@ class MetricsAggregator:
             if acc is not None:
                 closed.append((wkey, acc))
             self._idle_closed.add(wkey)
+        if closed:
+            self._routes.clear()  # they may lead to closed windows
         return closed
 
     @property
@@ -311,42 +333,6 @@ class MetricsAggregator:
         agg.feedback_unjoined = parsed.feedback_unjoined
         agg.duplicate_calls = parsed.duplicate_calls
         return agg
-
-    def _sample(self, call: CallEvent) -> CallSample:
-        """Per-call values shared by every key set, in `WindowAccumulator.add_call` order."""
-        raw_latency = call.latency_ms
-        latency = raw_latency if 0.0 <= raw_latency < _INF else None
-        ttft = call.ttft_ms
-        if ttft is not None and not 0.0 <= ttft < _INF:
-            ttft = None
-        input_tokens = call.input_tokens
-        output_tokens = call.output_tokens
-        cached = call.cached_input_tokens
-        tokens_per_second = None
-        if output_tokens is not None and latency:
-            tokens_per_second = output_tokens * 1000.0 / latency
-        cost = call.cost_usd
-        if cost is None or not 0.0 <= cost < _INF:
-            cost = None
-            if input_tokens is not None or output_tokens is not None:
-                cost = self._pricing.cost(
-                    call.model, input_tokens or 0, output_tokens or 0, cached or 0
-                )
-        scores = call.scores or None
-        if scores and not all(map(math.isfinite, scores.values())):
-            scores = {k: v for k, v in scores.items() if math.isfinite(v)}
-        return (
-            latency,
-            ttft,
-            tokens_per_second,
-            input_tokens or 0,
-            output_tokens or 0,
-            cached or 0,
-            cost,
-            call.status == "error",
-            _FINISH_CODES.get(call.finish_reason or "", 0),
-            scores,
-        )
 
     def _open(self, wkey: WindowKey, now: float) -> WindowAccumulator:
         acc = WindowAccumulator(self._eps, self._exact_capacity, now)
