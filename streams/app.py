@@ -38,8 +38,15 @@ from streams.web import register_pages
 log = logging.getLogger(__name__)
 
 
-def _credentials(settings: Settings) -> Any:
-    options = settings.kafka_client_options()
+def raw_topic(app: faust.App, settings: Settings, name: str) -> Any:
+    """A topic of raw bytes with the configured partitions and replication."""
+    return app.topic(
+        name, partitions=settings.topic_partitions, replicas=settings.topic_replication,
+        value_serializer="raw", key_serializer="raw",
+    )  # fmt: skip
+
+
+def _credentials(settings: Settings, options: dict[str, Any]) -> Any:
     protocol = settings.kafka_security_protocol
     context: ssl.SSLContext | None = options.get("ssl_context")
     if protocol == "SSL":
@@ -57,7 +64,9 @@ def _credentials(settings: Settings) -> Any:
 class Runtime(Service):
     """Owns the store and the sinks; starts before the agents consume and flushes on stop."""
 
-    def __init__(self, app: faust.App, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, settings: Settings, client_options: dict[str, Any], **kwargs: Any
+    ) -> None:
         self.app = app
         self.settings = settings
         self.store = ClickHouseStore(settings.clickhouse_dsn, settings.clickhouse_database)
@@ -68,10 +77,7 @@ class Runtime(Service):
             "max_pending_batches": settings.sink_max_pending_batches,
             "retry": retry,
         }
-        self.dlq_topic = app.topic(
-            settings.topic_dlq, partitions=settings.topic_partitions,
-            replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
-        )  # fmt: skip
+        self.dlq_topic = raw_topic(app, settings, settings.topic_dlq)
         calls = ClickHouseSink(self.store, "llm_calls", CALL_COLUMNS, **sink_options)
         feedback = ClickHouseSink(self.store, "llm_feedback", FEEDBACK_COLUMNS, **sink_options)
         dead = ClickHouseSink(self.store, "llm_dead_letters", DEAD_LETTER_COLUMNS, **sink_options)
@@ -82,7 +88,7 @@ class Runtime(Service):
         self.sinks: tuple[ClickHouseSink, ...] = (calls, feedback, dead)
         self.checkpoints = CheckpointStore(
             settings.kafka_bootstrap,
-            settings.kafka_client_options(),
+            client_options,
             settings.topic_state,
             settings.state_key_bytes(),
         )
@@ -105,12 +111,12 @@ class Runtime(Service):
         if settings.alerts_enabled:
             self.silences = KafkaSilenceStore(
                 settings.kafka_bootstrap,
-                settings.kafka_client_options(),
+                client_options,
                 settings.topic_silences,
                 replication=settings.topic_replication,
             )
             alerts_sink = ClickHouseSink(self.store, "llm_alerts", ALERT_COLUMNS, **sink_options)
-            alerts_sink.on_rejected = _log_rejected_metric
+            alerts_sink.on_rejected = _log_rejected_row
             self.alerts = AlertsStage.from_rules_file(
                 settings.alerts_rules_file,
                 self.silences,
@@ -126,7 +132,13 @@ class Runtime(Service):
             if self.detections is not None:
                 self.detections.listeners.append(self.alerts.observe_detection)
         self.ready = asyncio.Event()
-        self.consumer: BatchConsumer | None = None
+        self.consumer = BatchConsumer(
+            {settings.topic_calls: app.channel(maxsize=4)},
+            settings.consumer_group,
+            {"bootstrap_servers": settings.kafka_bootstrap, **client_options},
+            on_assigned=self.partitions_assigned,
+            on_revoked=self.partitions_revoked,
+        )
         super().__init__(**kwargs)
 
     def _detections_runner(self, sink_options: dict[str, Any]) -> DetectionsRunner:
@@ -139,7 +151,7 @@ class Runtime(Service):
             source_topic=settings.topic_calls,
         )
         sink = ClickHouseSink(self.store, "llm_detections", DETECTION_COLUMNS, **sink_options)
-        sink.on_rejected = _log_rejected_metric
+        sink.on_rejected = _log_rejected_row
         return DetectionsRunner(
             stage,
             self.checkpoints,
@@ -149,11 +161,7 @@ class Runtime(Service):
         )
 
     def _publisher(self, name: str) -> Callable[[bytes, bytes], Awaitable[None]]:
-        settings = self.settings
-        topic = self.app.topic(
-            name, partitions=settings.topic_partitions,
-            replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
-        )  # fmt: skip
+        topic = raw_topic(self.app, self.settings, name)
 
         async def publish(key: bytes, value: bytes) -> None:
             delivery = await topic.send(key=key, value=value)
@@ -171,7 +179,7 @@ class Runtime(Service):
         pricing = PricingTable.load(overrides=settings.pricing_file)
         publish = self._publisher(settings.topic_metrics)
         sink = ClickHouseSink(self.store, "llm_metrics_1m", METRIC_COLUMNS, **sink_options)
-        sink.on_rejected = _log_rejected_metric
+        sink.on_rejected = _log_rejected_row
         return MetricsStage(
             PartitionedMetrics(config, pricing),
             self.checkpoints,
@@ -262,19 +270,21 @@ class Runtime(Service):
 def _fan_out(
     observers: list[Callable[[Any, int, int], None]],
 ) -> Callable[[Any, int, int], None] | None:
+    """One callable for the ingest loop: the observer itself when there is only one."""
     if len(observers) < 2:
         return observers[0] if observers else None
-    first, second = observers
+    each = tuple(observers)
 
-    def both(call: Any, partition: int, offset: int) -> None:
-        first(call, partition, offset)
-        second(call, partition, offset)
+    def all_of(call: Any, partition: int, offset: int) -> None:
+        for observe in each:
+            observe(call, partition, offset)
 
-    return both
+    return all_of
 
 
-async def _log_rejected_metric(row: bytes, reason: str, ack: Any) -> None:
-    log.error("metric row refused by the store (%s): %s", reason[:300], row[:300])
+async def _log_rejected_row(row: bytes, reason: str, ack: Any) -> None:
+    """For derived rows (metrics, detections, alerts): their source is on a Kafka topic."""
+    log.error("row refused by the store (%s): %s", reason[:300], row[:300])
 
 
 async def _ack_only(row: bytes, reason: str, ack: Any) -> None:
@@ -284,12 +294,14 @@ async def _ack_only(row: bytes, reason: str, ack: Any) -> None:
 
 def create_app(settings: Settings) -> faust.App:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Built once for every client of this worker: with TLS it holds an SSL context.
+    client_options = settings.kafka_client_options()
     app = faust.App(
         # faust's own consumer reads the low-volume topics; llm.calls is read in batches by
         # streams/batch_consumer.py in group LLMPULSE_CONSUMER_GROUP, apart from this one.
         f"{settings.consumer_group}.app",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
-        broker_credentials=_credentials(settings),
+        broker_credentials=_credentials(settings, client_options),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.topic_partitions,
@@ -306,15 +318,12 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         autodiscover=False,
     )
-    runtime = Runtime(app, settings)
+    runtime = Runtime(app, settings, client_options)
     app.service(cast(Any, runtime))
     app.llmpulse_runtime = runtime  # type: ignore[attr-defined]
 
-    calls = app.channel(maxsize=4)
-    feedback_topic = app.topic(
-        settings.topic_feedback, partitions=settings.topic_partitions,
-        replicas=settings.topic_replication, value_serializer="raw", key_serializer="raw",
-    )  # fmt: skip
+    (calls,) = runtime.consumer.channels.values()
+    feedback_topic = raw_topic(app, settings, settings.topic_feedback)
 
     @app.agent(calls, name="llmpulse.ingest_calls")
     async def ingest_calls(stream: Any) -> None:
@@ -335,14 +344,6 @@ def create_app(settings: Settings) -> faust.App:
 
     app.on_partitions_revoked.connect(cast(Any, on_revoked))
 
-    consumer = BatchConsumer(
-        {settings.topic_calls: calls},
-        settings.consumer_group,
-        {"bootstrap_servers": settings.kafka_bootstrap, **settings.kafka_client_options()},
-        on_assigned=runtime.partitions_assigned,
-        on_revoked=runtime.partitions_revoked,
-    )
-    app.service(cast(Any, consumer))
-    runtime.consumer = consumer
+    app.service(cast(Any, runtime.consumer))
     register_pages(app, runtime)
     return app

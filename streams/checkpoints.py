@@ -180,6 +180,11 @@ class CheckpointStore:
         self.stats.saved += 1
         self.stats.bytes_saved += len(payload)
 
+    async def save_many(self, snapshots: dict[str, bytes]) -> None:
+        """`save` each snapshot in turn; raises `CheckpointError` at the first that fails."""
+        for name, payload in snapshots.items():
+            await self.save(name, payload)
+
     async def load(self, names: Iterable[str] | None = None) -> dict[str, bytes]:
         """Read the topic to its end; the verified payload of each wanted snapshot."""
         from aiokafka import AIOKafkaConsumer, TopicPartition

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 from streams.checkpoints import CheckpointStore
 from streams.detections_stage import DetectionRecord, DetectionsStage, DetectorStateError
+from streams.outputs import CheckpointTimer, Publish, RecordOutputs
 from streams.rows import detection_row
 from streams.sink import ClickHouseSink
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[bytes, bytes], Awaitable[None]]
 Listener = Callable[[DetectionRecord], None]
 
 
@@ -45,15 +44,21 @@ class DetectionsRunner:
     ) -> None:
         self.stage = stage
         self.checkpoints = checkpoints
-        self.publish = publish
-        self.sink = sink
-        self.checkpoint_interval_s = checkpoint_interval_s
-        self.listeners: list[Listener] = []
-        self.published = 0
+        # Listeners get every detection (the alert rules).
+        self.outputs: RecordOutputs[DetectionRecord] = RecordOutputs(
+            publish, sink, detection_row, DetectionRecord.record_key, _record_json
+        )
+        self.timer = CheckpointTimer(checkpoint_interval_s)
         self.checkpoint_failures = 0
-        self.last_checkpoint = time.monotonic()
-        self.last_checkpoint_wall: float | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def sink(self) -> ClickHouseSink:
+        return self.outputs.sink
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return self.outputs.listeners
 
     @property
     def add_call(self) -> Callable[[Any, int, int], None]:
@@ -79,7 +84,7 @@ class DetectionsRunner:
         """Publish what is pending and save the released partitions' snapshots."""
         async with self._lock:
             revoked = [p for p in partitions if p in self.stage.partitions]
-            await self._emit(self.stage.take_pending())
+            await self.outputs.emit(self.stage.take_pending())
             snapshots = {self.stage.checkpoint_name(p): self.stage.snapshot(p) for p in revoked}
             await self._save(snapshots)
             for partition in revoked:
@@ -88,44 +93,30 @@ class DetectionsRunner:
     async def tick(self) -> None:
         """Publish pending detections; checkpoint when the interval has passed."""
         async with self._lock:
-            if time.monotonic() - self.last_checkpoint < self.checkpoint_interval_s:
-                await self._emit(self.stage.take_pending())
+            if not self.timer.due():
+                await self.outputs.emit(self.stage.take_pending())
                 return
             records, snapshots = self.stage.take_checkpoint()
-            await self._emit(records)
+            await self.outputs.emit(records)
             await self._save(snapshots)
-
-    async def _emit(self, records: list[DetectionRecord]) -> None:
-        if not records:
-            return
-        for record in records:
-            await self.sink.add(detection_row(record))
-            for listener in self.listeners:
-                try:
-                    listener(record)
-                except Exception:  # an alerting bug must not stop detections being stored
-                    log.exception("detection listener failed")
-        await asyncio.gather(
-            *(self.publish(r.record_key(), orjson.dumps(r.to_json_dict())) for r in records)
-        )
-        self.published += len(records)
 
     async def _save(self, snapshots: dict[str, bytes]) -> None:
         try:
-            for name, payload in snapshots.items():
-                await self.checkpoints.save(name, payload)
+            await self.checkpoints.save_many(snapshots)
         except Exception:
             self.checkpoint_failures += 1
             log.exception("detector checkpoint failed; retrying at the next interval")
             return
-        self.last_checkpoint = time.monotonic()
-        self.last_checkpoint_wall = time.time()
+        self.timer.saved()
 
     def health(self) -> dict[str, Any]:
-        age = self.last_checkpoint_wall
         return {
             **self.stage.health(),
-            "published": self.published,
+            "published": self.outputs.published,
             "checkpoint_failures": self.checkpoint_failures,
-            "checkpoint_age_s": None if age is None else round(time.time() - age, 3),
+            "checkpoint_age_s": self.timer.age_s(),
         }
+
+
+def _record_json(record: DetectionRecord) -> bytes:
+    return orjson.dumps(record.to_json_dict())

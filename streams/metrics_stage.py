@@ -28,6 +28,7 @@ import orjson
 
 from streams.checkpoints import CheckpointStore
 from streams.metrics import MetricRecord, MetricsStateError, PartitionedMetrics, PricingTable
+from streams.outputs import CheckpointTimer, RecordOutputs
 from streams.rows import metric_row
 from streams.sink import ClickHouseSink
 
@@ -60,6 +61,10 @@ class HeldAck:
 
     def ack(self) -> None:
         self._stage.held.append(self._event)
+
+
+def _record_json(record: MetricRecord) -> bytes:
+    return orjson.dumps(record.to_json_dict())
 
 
 def record_key(record: MetricRecord) -> bytes:
@@ -102,17 +107,14 @@ class MetricsStage:
         self.metrics = metrics
         self.checkpoints = checkpoints
         self.source_topic = source_topic
-        self.publish = publish
-        self.sink = sink
-        self.checkpoint_interval_s = checkpoint_interval_s
+        # Listeners get every closed window's record (the alert rules).
+        self.outputs: RecordOutputs[MetricRecord] = RecordOutputs(
+            publish, sink, metric_row, record_key, _record_json
+        )
+        self.timer = CheckpointTimer(checkpoint_interval_s)
         self.pricing = pricing
         self.held: list[Any] = []
-        # Called with every closed window's record (the alert rules).
-        self.listeners: list[Callable[[MetricRecord], None]] = []
-        self.records_published = 0
         self.checkpoint_failures = 0
-        self.last_checkpoint = time.monotonic()
-        self.last_checkpoint_wall: float | None = None
         self.calls_seen = 0
         # Feedback offsets counted so far (saved with every partition's checkpoint), and the
         # offsets below which replayed feedback is already counted in restored state.
@@ -122,6 +124,14 @@ class MetricsStage:
         self.unassigned_skipped = 0
         self._rate: deque[tuple[float, int]] = deque(maxlen=16)
         self._lock = asyncio.Lock()
+
+    @property
+    def sink(self) -> ClickHouseSink:
+        return self.outputs.sink
+
+    @property
+    def listeners(self) -> list[Callable[[MetricRecord], None]]:
+        return self.outputs.listeners
 
     def hold(self, event: Any) -> HeldAck:
         return HeldAck(self, event)
@@ -187,23 +197,13 @@ class MetricsStage:
         records = self.metrics.close_due(wall)
         if records:
             await self._emit(records)
-        if records or time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s:
+        if records or self.timer.due():
             await self.checkpoint()
 
     async def _emit(self, records: list[MetricRecord]) -> None:
-        for record in records:
-            await self.sink.add(metric_row(record))
-            for listener in self.listeners:
-                try:
-                    listener(record)
-                except Exception:  # an alerting bug must not stop metrics being stored
-                    log.exception("metrics listener failed")
+        await self.outputs.emit(records)
         # Both outputs are durable before the checkpoint that forgets these windows.
-        await asyncio.gather(
-            *(self.publish(record_key(r), orjson.dumps(r.to_json_dict())) for r in records)
-        )
         await self.sink.flush()
-        self.records_published += len(records)
 
     async def checkpoint(self) -> None:
         """Snapshot every partition, save, then release the acknowledgements held so far."""
@@ -217,8 +217,7 @@ class MetricsStage:
                 for p in self.metrics.partitions
             }
             try:
-                for name, payload in snapshots.items():
-                    await self.checkpoints.save(name, payload)
+                await self.checkpoints.save_many(snapshots)
             except Exception:
                 # Keep them held: nothing is committed that the saved state does not count.
                 self.held = held + self.held
@@ -227,8 +226,7 @@ class MetricsStage:
                 return
             for event in held:
                 event.ack()
-            self.last_checkpoint = time.monotonic()
-            self.last_checkpoint_wall = time.time()
+            self.timer.saved()
 
     def events_per_second(self) -> float:
         if len(self._rate) < 2:
@@ -254,7 +252,7 @@ class MetricsStage:
         return {
             "partitions": sorted(m.partitions),
             "open_windows": m.open_window_count,
-            "records_published": self.records_published,
+            "records_published": self.outputs.published,
             "late_events": m.late_events,
             "replayed_skipped": m.replayed_skipped,
             "duplicate_calls": m.duplicate_calls,
@@ -262,11 +260,7 @@ class MetricsStage:
             "held_acks": len(self.held),
             "unassigned_skipped": self.unassigned_skipped,
             "checkpoint_failures": self.checkpoint_failures,
-            "checkpoint_age_s": (
-                None
-                if self.last_checkpoint_wall is None
-                else round(time.time() - self.last_checkpoint_wall, 3)
-            ),
+            "checkpoint_age_s": self.timer.age_s(),
             "checkpoints": {
                 "saved": self.checkpoints.stats.saved,
                 "loaded": self.checkpoints.stats.loaded,

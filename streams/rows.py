@@ -14,7 +14,7 @@ import orjson
 from alerting.state import AlertTransition
 from schemas import Feedback, LLMCall, redact
 from streams.detections_stage import DetectionRecord
-from streams.metrics import MetricRecord
+from streams.metrics import DIMENSIONS, MetricRecord
 
 CALL_COLUMNS: tuple[str, ...] = (
     "event_id", "timestamp", "app", "environment", "operation", "provider", "model",
@@ -109,14 +109,13 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "feedback_means", "feedback_counts", "late_events", "closed_by",
 )  # fmt: skip
 
-_METRIC_DIMENSIONS = ("app", "environment", "provider", "model", "prompt_id", "prompt_version")
-_METRIC_FIELDS = METRIC_COLUMNS[len(_METRIC_DIMENSIONS) + 1 :]
+_METRIC_FIELDS = METRIC_COLUMNS[len(DIMENSIONS) + 1 :]
 
 
 def metric_row(record: MetricRecord) -> bytes:
     """One ``llm_metrics_1m`` row; dimensions outside the record's key set are ``""``."""
     dims = record.dimensions
-    row = [record.key_set, *(dims.get(name, "") for name in _METRIC_DIMENSIONS)]
+    row = [record.key_set, *(dims.get(name, "") for name in DIMENSIONS)]
     row.extend(getattr(record, name) for name in _METRIC_FIELDS)
     return orjson.dumps(row)
 
@@ -131,7 +130,7 @@ DETECTION_COLUMNS: tuple[str, ...] = (
 def detection_row(record: DetectionRecord) -> bytes:
     """One ``llm_detections`` row: dimensions outside the key set are ``""``, params JSON text."""
     data = record.to_json_dict()  # non-finite numbers become None (the columns are Nullable)
-    data.update((name, record.dimensions.get(name, "")) for name in _METRIC_DIMENSIONS)
+    data.update((name, record.dimensions.get(name, "")) for name in DIMENSIONS)
     data["params"] = orjson.dumps(record.params, option=orjson.OPT_SORT_KEYS).decode()
     return orjson.dumps([data[name] for name in DETECTION_COLUMNS])
 

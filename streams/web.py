@@ -67,12 +67,11 @@ def register_pages(app: Any, runtime: Any) -> None:
             },
         }
         consumer = runtime.consumer
-        if consumer is not None:
-            body["consumer"] = {
-                **vars(consumer.stats),
-                "unacked": consumer.tracker.unacked(),
-                "lag": consumer.lag(),
-            }
+        body["consumer"] = {
+            **vars(consumer.stats),
+            "unacked": consumer.tracker.unacked(),
+            "lag": consumer.lag(),
+        }
         if runtime.metrics is not None:
             body["metrics"] = runtime.metrics.health()
         if runtime.detections is not None:
