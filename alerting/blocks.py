@@ -88,7 +88,7 @@ def alert_text(alert: AlertTransition, now: datetime) -> str:
     runbook = alert.annotations.get("runbook_url", "")
     if runbook.startswith(("http://", "https://")):
         lines.append(f"<{runbook.replace('|', '%7C').replace('>', '%3E')}|Runbook>")
-    return clip("\n".join(lines), MAX_SECTION_TEXT)
+    return "\n".join(lines)
 
 
 def _section(text: str) -> dict[str, Any]:

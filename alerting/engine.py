@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ class CompiledRule:
         return cls(rule, f"{group}/{rule.alert}", interval, parse_matchers(texts))
 
     def triggered(self, value: float) -> bool:
-        return _compare(value, self.rule.op or ">", self.rule.threshold or 0.0)
+        return _COMPARE[self.rule.op or ">"](value, self.rule.threshold or 0.0)
 
     def recovered(self, value: float) -> bool:
         rule = self.rule
@@ -55,13 +56,12 @@ class CompiledRule:
         return value >= rule.recovery_threshold
 
 
-def _compare(value: float, op: str, threshold: float) -> bool:
-    return {
-        ">": value > threshold,
-        ">=": value >= threshold,
-        "<": value < threshold,
-        "<=": value <= threshold,
-    }[op]
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
 
 
 class AlertEngine:

@@ -59,12 +59,6 @@ class RulesFile(BaseModel):
             seen.add(group.name)
         return self
 
-    def receiver(self, name: str) -> ReceiverConfig:
-        for receiver in self.receivers:
-            if receiver.name == name:
-                return receiver
-        raise KeyError(name)
-
 
 def _walk_routes(route: Route, path: str) -> Iterator[tuple[str, Route]]:
     yield path, route
@@ -144,13 +138,16 @@ def _messages(error: ValidationError) -> Iterator[tuple[tuple[int | str, ...], s
 
 
 def _validate(text: str, source: str) -> tuple[RulesFile | None, list[str]]:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+    loader = yaml.SafeLoader(text)
+    try:  # one parse: the node tree gives line numbers, the data is built from it
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         return None, [f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]
+    finally:
+        loader.dispose()
     if not isinstance(data, dict) or root is None:
         return None, [f"{source}:1: the rules file must be a mapping with groups, route, receivers"]
     lines: dict[tuple[int | str, ...], int] = {}
@@ -178,13 +175,17 @@ def check_rules_text(text: str, source: str = "<rules>") -> list[str]:
     return _validate(text, source)[1]
 
 
-def check_rules_file(path: str | Path) -> list[str]:
-    """Validate a rules file; each error reads ``FILE:LINE: path.to.field: message``."""
+def _validate_file(path: str | Path) -> tuple[RulesFile | None, list[str]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        return [f"{path}: cannot read: {exc.strerror or exc}"]
-    return check_rules_text(text, str(path))
+        return None, [f"{path}: cannot read: {exc.strerror or exc}"]
+    return _validate(text, str(path))
+
+
+def check_rules_file(path: str | Path) -> list[str]:
+    """Validate a rules file; each error reads ``FILE:LINE: path.to.field: message``."""
+    return _validate_file(path)[1]
 
 
 def load_rules_text(text: str, source: str = "<rules>") -> RulesFile:
@@ -196,10 +197,10 @@ def load_rules_text(text: str, source: str = "<rules>") -> RulesFile:
 
 def load_rules_file(path: str | Path) -> RulesFile:
     """Load and validate a rules file, raising :class:`RulesError` with every problem found."""
-    errors = check_rules_file(path)
-    if errors:
+    model, errors = _validate_file(path)
+    if model is None:
         raise RulesError(errors)
-    return load_rules_text(Path(path).read_text(encoding="utf-8"), str(path))
+    return model
 
 
 def default_rules_text() -> str:

@@ -60,6 +60,15 @@ class Silence:
         )
 
 
+def expired(silence: Silence, now: datetime) -> Silence | None:
+    """The silence ended at ``now``, or None if it had not started (it is then deleted)."""
+    if silence.ends_at <= now:
+        return silence
+    if silence.starts_at >= now:
+        return None
+    return replace(silence, ends_at=now)
+
+
 class SilenceStore(Protocol):
     """Where silences live; the worker's durable store implements the same three calls."""
 
@@ -83,9 +92,11 @@ class InMemorySilenceStore:
         self._silences[silence.id] = silence
 
     def expire(self, silence_id: str, now: datetime) -> None:
-        silence = self._silences[silence_id]
-        if silence.ends_at > now:
-            self._silences[silence_id] = replace(silence, ends_at=max(now, silence.starts_at))
+        ended = expired(self._silences[silence_id], now)
+        if ended is None:
+            del self._silences[silence_id]
+        else:
+            self._silences[silence_id] = ended
 
 
 def silenced_by(store: SilenceStore, labels: Mapping[str, str], now: datetime) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from alerting.rules import OPEN_METRIC_PREFIXES
 from alerting.state import AlertTransition
 
 DATABASE = "llmpulse"
@@ -54,7 +55,7 @@ def metrics_query(alert: AlertTransition) -> str:
     metric = alert.metric or ""
     if _COLUMN.match(metric) and metric not in columns:
         columns.append(metric)
-    elif metric.startswith(("score_means.", "feedback_means.")):
+    elif metric.startswith(OPEN_METRIC_PREFIXES):
         column, name = metric.split(".", 1)
         columns.append(f"{column}[{quote(name)}] AS {quote_identifier(metric)}")
     where = [f"window_start >= {_window(alert)}"]

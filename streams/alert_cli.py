@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from alerting.durations import format_duration, parse_duration
+from alerting.notify_config import ReceiverConfig
 from alerting.rules import AlertRule
-from alerting.rules_file import RulesFile, check_rules_file, load_rules_file
+from alerting.rules_file import RulesError, RulesFile, load_rules_file
 from alerting.silences import Silence
 
 T = TypeVar("T")
@@ -50,8 +51,7 @@ def _condition(rule: AlertRule) -> str:
     return text
 
 
-def _receiver_line(rules: RulesFile, name: str) -> str:
-    config = rules.receiver(name)
+def _receiver_line(config: ReceiverConfig) -> str:
     parts: list[str] = [config.type]
     channel = getattr(config, "channel", None)
     if channel:
@@ -61,7 +61,7 @@ def _receiver_line(rules: RulesFile, name: str) -> str:
         if state == "unset" and config.optional:
             state = "unset: skipped, optional"
         parts.append(f"{env_name} {state}")
-    return f"  {name}: {', '.join(parts)}"
+    return f"  {config.name}: {', '.join(parts)}"
 
 
 def summary(path: Path, rules: RulesFile) -> list[str]:
@@ -77,7 +77,7 @@ def summary(path: Path, rules: RulesFile) -> list[str]:
             severity = rule.labels.get("severity", "")
             lines.append(f"  {rule.alert} [{severity}]: {_condition(rule)}")
     lines.append("receivers:")
-    lines.extend(_receiver_line(rules, receiver.name) for receiver in rules.receivers)
+    lines.extend(_receiver_line(receiver) for receiver in rules.receivers)
     return lines
 
 
@@ -86,13 +86,15 @@ def rules_check(
     file: Annotated[Path, typer.Argument(help="The rules file (YAML).")],
 ) -> None:
     """Validate a rules file: FILE:LINE: field: message for each problem, exit code 1."""
-    errors = check_rules_file(file)
-    if errors:
-        for error in errors:
+    try:
+        rules = load_rules_file(file)
+    except RulesError as exc:
+        for error in exc.errors:
             typer.echo(error, err=True)
-        typer.echo(f"{len(errors)} error{'s' if len(errors) != 1 else ''}", err=True)
-        raise typer.Exit(1)
-    for line in summary(file, load_rules_file(file)):
+        count = len(exc.errors)
+        typer.echo(f"{count} error{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(1) from None
+    for line in summary(file, rules):
         typer.echo(line)
 
 

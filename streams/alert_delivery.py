@@ -14,7 +14,6 @@ from alerting.notification import (
     Receiver,
     RetryableDeliveryError,
 )
-from alerting.slack_receiver import SlackReceiver
 from alerting.state import AlertTransition
 
 Publish = Callable[[bytes, bytes], Awaitable[None]]
@@ -72,8 +71,8 @@ class CountingReceiver:
 
     def __init__(self, inner: Receiver) -> None:
         self.inner = inner
-        kind = "slack" if isinstance(inner, SlackReceiver) else type(inner).__name__
-        self.stats = ReceiverStats(kind.removesuffix("Receiver").lower())
+        # SlackReceiver -> "slack", WebhookReceiver -> "webhook", ConsoleReceiver -> "console"
+        self.stats = ReceiverStats(type(inner).__name__.removesuffix("Receiver").lower())
 
     @property
     def name(self) -> str:

@@ -12,18 +12,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from alerting.engine import Clock, utc_now
-from alerting.silences import Silence
+from alerting.silences import Silence, expired
+from streams.topics import STATE_TOPIC_CONFIG
 
 log = logging.getLogger(__name__)
 
-TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(60 * 60 * 1000)}
 PRUNE_AFTER = timedelta(days=7)
 
 
@@ -52,15 +52,6 @@ def decode(key: bytes | None, value: bytes | None) -> tuple[str, Silence | None]
     if silence.starts_at.tzinfo is None or silence.ends_at.tzinfo is None:
         raise SilenceRecordError(f"silence {silence_id!r} has times without a time zone")
     return silence_id, silence
-
-
-def expired(silence: Silence, now: datetime) -> Silence | None:
-    """The silence ended at ``now``, or None if it had not started (it is then deleted)."""
-    if silence.ends_at <= now:
-        return silence
-    if silence.starts_at >= now:
-        return None
-    return replace(silence, ends_at=now)
 
 
 @dataclass
@@ -196,8 +187,9 @@ class KafkaSilenceStore:
         await admin.start()
         try:
             if self.topic not in set(await admin.list_topics()):
-                # One partition: every worker reads all silences, in write order.
-                new = NewTopic(self.topic, 1, self._replication, topic_configs=TOPIC_CONFIG)
+                # As streams.topics creates it for the worker: one partition (every worker
+                # reads all silences, in write order), compacted.
+                new = NewTopic(self.topic, 1, self._replication, topic_configs=STATE_TOPIC_CONFIG)
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([new])
         finally:

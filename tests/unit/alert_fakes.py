@@ -1,4 +1,4 @@
-"""Stand-ins for the AlertsStage tests: clock, checkpoint store, sink, publisher, records."""
+"""Stand-ins for the alerting tests: clock, checkpoint store, sink, publisher, records."""
 
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ class FakeClock:
     def __call__(self) -> datetime:
         return self.now
 
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+    def advance(self, seconds: float = 0.0, **delta: float) -> datetime:
+        self.now += timedelta(seconds=seconds, **delta)
+        return self.now
 
 
 class WallClock:
@@ -136,9 +137,13 @@ class RecordingPublisher:
         return [value["state"] for _, value in self.records]
 
 
-def fast(receiver: SlackReceiver) -> SlackReceiver:
+def fast(
+    receiver: SlackReceiver, server_error_retries: int = 1, backoff_cap: float = 0.02
+) -> SlackReceiver:
     """Keep slack-sdk's retry handlers but with tiny backoff, so tests stay fast."""
-    handlers = retry_handlers(rate_limit_retries=1, server_error_retries=1, backoff_cap=0.02)
+    handlers = retry_handlers(
+        rate_limit_retries=1, server_error_retries=server_error_retries, backoff_cap=backoff_cap
+    )
     for client in (receiver._web, receiver._webhook):
         if client is not None:
             client.retry_handlers = handlers

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,20 +12,7 @@ from alerting.engine import AlertEngine
 from alerting.inputs import Detection, MetricWindow
 from alerting.rules_file import load_rules_text
 from alerting.state import AlertState, AlertTransition
-
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+from tests.unit.alert_fakes import T0, FakeClock
 
 
 def rules(rule: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from alerting.engine import AlertEngine
@@ -12,8 +12,7 @@ from alerting.notification import MessageRef, Notification, RetryableDeliveryErr
 from alerting.notifier import Notifier
 from alerting.rules_file import RulesFile, load_rules_text
 from alerting.silences import InMemorySilenceStore, Silence
-
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+from tests.unit.alert_fakes import T0, FakeClock
 
 RULES = """
 groups:
@@ -52,17 +51,6 @@ receivers:
   - {name: ml, type: console}
   - {name: ml-copy, type: console, send_resolved: false}
 """
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class RecordingReceiver:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -17,12 +17,12 @@ from alerting.notifier import Notifier
 from alerting.receivers import build_receivers
 from alerting.rules_file import load_rules_text
 from alerting.silences import InMemorySilenceStore
-from alerting.slack_receiver import SlackReceiver, retry_handlers
+from alerting.slack_receiver import SlackReceiver
 from alerting.state import AlertState, AlertTransition
 from alerting.webhook_receiver import WebhookReceiver
 from tests.slack_standin import SlackStandIn
+from tests.unit.alert_fakes import T0, FakeClock, fast
 
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 RULES = """
 groups:
   - name: g
@@ -52,27 +52,15 @@ BOT = "token_env: TEST_SLACK_TOKEN\n    channel: '#llm-alerts'"
 HOOK = "webhook_url_env: TEST_SLACK_WEBHOOK"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 async def standin() -> AsyncIterator[SlackStandIn]:
     async with SlackStandIn() as server:
         yield server
 
 
-def fast(receiver: SlackReceiver) -> SlackReceiver:
-    """Keep the sdk's retries but with tiny backoff, so tests stay fast."""
-    handlers = retry_handlers(rate_limit_retries=1, server_error_retries=2, backoff_cap=0.05)
-    for client in (receiver._web, receiver._webhook):
-        if client is not None:
-            client.retry_handlers = handlers
-    return receiver
+def quick(receiver: SlackReceiver) -> SlackReceiver:
+    """Two server-error retries: the 500s test expects two failures, then the post."""
+    return fast(receiver, server_error_retries=2, backoff_cap=0.05)
 
 
 class Pipeline:
@@ -80,7 +68,7 @@ class Pipeline:
         self.rules = load_rules_text(RULES.replace("SLACK_MODE", mode))
         env = {"TEST_SLACK_TOKEN": "xoxb-test", "TEST_SLACK_WEBHOOK": standin.webhook_url}
         receivers = build_receivers(self.rules, env=env, slack_base_url=standin.base_url)
-        self.receiver = fast(receivers["slack"])  # type: ignore[arg-type]
+        self.receiver = quick(receivers["slack"])  # type: ignore[arg-type]
         self.clock = FakeClock()
         self.engine = AlertEngine(self.rules, clock=self.clock)
         self.notifier = Notifier(
@@ -222,7 +210,7 @@ async def test_block_kit_limits_hold_with_huge_label_sets(standin: SlackStandIn)
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
     assert sections and all(len(s) <= MAX_SECTION_TEXT for s in sections)
     assert sections[-1].endswith("```")
-    receiver = fast(
+    receiver = quick(
         SlackReceiver("s", token=SecretStr("xoxb-1"), channel="#a", base_url=standin.base_url)
     )
     ref = await receiver.send(huge, None)
