@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from streams.simulation.offline import Alarm, Key, StreamRecord
+from streams.simulation.labels import Key, KeyHit
+from streams.simulation.offline import Alarm, StreamRecord
 from streams.simulation.traffic import SimulatedEvent
 
 __all__ = ["StaticThresholdMethod", "StaticThresholds"]
@@ -80,24 +81,35 @@ class StaticThresholdMethod:
         event: SimulatedEvent,
         features: Mapping[str, float],
         categorical: Mapping[str, str],
-        keys: Sequence[tuple[str, tuple[str, ...], int]],
+        keys: Sequence[KeyHit],
     ) -> None:
         number = int(event.offset_s // self.thresholds.every_s)
         self._last_index[number] = event.index
+        # What the event adds is the same for every key it counts in.
+        error = features.get("error", 0.0) > 0
         latency = features.get("latency")
+        latency_bin = (
+            math.floor(math.log(latency) / _LOG_GAMMA)
+            if latency is not None and latency > 0
+            else None
+        )
+        averaged = [
+            (name, value)
+            for name, value in features.items()
+            if name in ("cost", "output_tokens") or name.startswith(("score.", "feedback."))
+        ]
         for key_set, key, _ in keys:
             buckets = self._buckets.setdefault((key_set, key), {})
             bucket = buckets.get(number)
             if bucket is None:
                 bucket = buckets[number] = _Bucket()
             bucket.requests += 1
-            bucket.errors += features.get("error", 0.0) > 0
-            if latency is not None and latency > 0:
-                bucket.latency[math.floor(math.log(latency) / _LOG_GAMMA)] += 1
-            for name, value in features.items():
-                if name in ("cost", "output_tokens") or name.startswith(("score.", "feedback.")):
-                    bucket.sums[name] = bucket.sums.get(name, 0.0) + value
-                    bucket.counts[name] = bucket.counts.get(name, 0) + 1
+            bucket.errors += error
+            if latency_bin is not None:
+                bucket.latency[latency_bin] += 1
+            for name, value in averaged:
+                bucket.sums[name] = bucket.sums.get(name, 0.0) + value
+                bucket.counts[name] = bucket.counts.get(name, 0) + 1
 
     def alarms(self, stream: StreamRecord) -> list[Alarm]:
         config = self.thresholds
@@ -129,15 +141,13 @@ class StaticThresholdMethod:
                     value = metrics.get(signal)
                     if value is None:
                         continue
-                    bad = value > limit if signal in _RISING else value < limit
-                    if bad and signal not in breached:
+                    if not (value > limit if signal in _RISING else value < limit):
+                        breached.discard(signal)
+                    elif signal not in breached:
+                        breached.add(signal)
                         position = bisect.bisect_left(offsets, at) - 1 if offsets else 0
                         index = self._index_before(end)
                         out.append(Alarm(index, at, key_set, key, position, signal, "static"))
-                    if bad:
-                        breached.add(signal)
-                    else:
-                        breached.discard(signal)
         return sorted(out, key=lambda a: (a.index, a.key_set, a.key, a.signal))
 
     def _quiet_periods(

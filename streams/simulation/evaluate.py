@@ -19,8 +19,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from streams.simulation.labels import IncidentLabel
-from streams.simulation.nab import STANDARD_PROFILE, CostProfile, NabResult, Window, score
+from streams.simulation.labels import IncidentLabel, Key
+from streams.simulation.nab import (
+    STANDARD_PROFILE,
+    CostProfile,
+    NabResult,
+    Window,
+    normalised,
+    score,
+)
 from streams.simulation.offline import Alarm, StreamRecord
 
 __all__ = [
@@ -241,9 +248,7 @@ def _outcome(
     )
 
 
-def _normal_key_events(
-    stream: StreamRecord, related: list[tuple[set[tuple[str, tuple[str, ...]]], float, float]]
-) -> int:
+def _normal_key_events(stream: StreamRecord, related: list[tuple[set[Key], float, float]]) -> int:
     total = 0
     for slot, offsets in stream.key_offsets.items():
         periods = sorted((s, e) for keys, s, e in related if slot in keys)
@@ -262,9 +267,6 @@ def _row(name: str, scores: list[ScenarioScore], outcomes: list[IncidentOutcome]
     found = [o for o in outcomes if o.detected]
     events = [float(o.delay_events) for o in found if o.delay_events is not None]
     seconds = [o.delay_s for o in found if o.delay_s is not None]
-    nab = every = NabResult(0.0, 0.0, 0.0, 0, 0, 0)
-    for s in scores:
-        nab, every = nab + s.nab, every + s.nab_every_detection
     return TypeRow(
         type=name,
         scenarios=len(scores),
@@ -276,8 +278,8 @@ def _row(name: str, scores: list[ScenarioScore], outcomes: list[IncidentOutcome]
         p90_delay_s=quantile(seconds, 0.9),
         false_alarms=sum(s.false_alarms for s in scores),
         normal_key_events=sum(s.normal_key_events for s in scores),
-        nab=nab.normalised,
-        nab_every_detection=every.normalised,
+        nab=normalised(s.nab for s in scores),
+        nab_every_detection=normalised(s.nab_every_detection for s in scores),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streams.metrics.config import key_set_name
+from streams.metrics.config import DEFAULT_KEY_SETS, key_set_name
 from streams.simulation.scenario import Incident, Scenario, Traffic
 from streams.simulation.traffic import SimulatedEvent
 
@@ -22,6 +22,8 @@ __all__ = [
     "KEY_SETS",
     "AffectedKey",
     "IncidentLabel",
+    "Key",
+    "KeyHit",
     "LabelRecorder",
     "key_of",
     "read_labels",
@@ -29,11 +31,14 @@ __all__ = [
     "write_labels",
 ]
 
-KEY_SETS: tuple[tuple[str, ...], ...] = (
-    ("app", "environment", "provider", "model"),
-    ("app", "prompt_id", "prompt_version"),
-)
-"""The keys detectors run on by default: per app x model, and per prompt version."""
+KEY_SETS: tuple[tuple[str, ...], ...] = DEFAULT_KEY_SETS[:2]
+"""The keys the evaluation runs detectors on: the worker's per app x model and per prompt
+version (its provider x model set is left out)."""
+
+Key = tuple[str, tuple[str, ...]]
+"""(key set name, key values)."""
+KeyHit = tuple[str, tuple[str, ...], int]
+"""(key set name, key values, index of the event among that key's events)."""
 
 
 def key_of(call: Mapping[str, Any], key_set: Sequence[str]) -> tuple[str, ...] | None:
@@ -196,7 +201,7 @@ class LabelRecorder:
         self.scenario = scenario
         self.start = start
         self.key_sets = [(key_set_name(ks), ks) for ks in key_sets]
-        self.key_counts: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.key_counts: dict[Key, int] = {}
         self.n_events = 0
         self._first: dict[tuple[str, str, tuple[str, ...]], tuple[int, int, float]] = {}
         self._affected: dict[tuple[str, str, tuple[str, ...]], int] = {}
@@ -206,12 +211,12 @@ class LabelRecorder:
             self._boundaries.setdefault(min(incident.end_s, scenario.duration_s), -1)
         self._pending = sorted(self._boundaries)
 
-    def observe(self, event: SimulatedEvent) -> list[tuple[str, tuple[str, ...], int]]:
+    def observe(self, event: SimulatedEvent) -> list[KeyHit]:
         """Record one event; return its ``(key set name, key, index among the key's events)``."""
         while self._pending and event.offset_s >= self._pending[0]:
             self._boundaries[self._pending.pop(0)] = event.index
         self.n_events += 1
-        keys = []
+        keys: list[KeyHit] = []
         for name, key_set in self.key_sets:
             key = key_of(event.call, key_set)
             if key is None:

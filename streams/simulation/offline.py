@@ -7,6 +7,7 @@ the labels.
 
 from __future__ import annotations
 
+import dataclasses
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from datetime import datetime
 from typing import Protocol
 
 from detectors import DetectorConfig, KeyDetectors, extract_features
+from streams.detections_stage import DEFAULT_HST_KEY_SET
 from streams.metrics.config import key_set_name
-from streams.simulation.labels import KEY_SETS, IncidentLabel, LabelRecorder
+from streams.simulation.labels import KEY_SETS, IncidentLabel, Key, KeyHit, LabelRecorder
 from streams.simulation.scenario import Scenario
 from streams.simulation.traffic import SimulatedEvent, generate
 
@@ -27,9 +29,6 @@ __all__ = [
     "evaluation_configs",
     "run_scenario",
 ]
-
-Key = tuple[str, tuple[str, ...]]
-"""(key set name, key values)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +66,7 @@ class Method(Protocol):
         event: SimulatedEvent,
         features: Mapping[str, float],
         categorical: Mapping[str, str],
-        keys: Sequence[tuple[str, tuple[str, ...], int]],
+        keys: Sequence[KeyHit],
     ) -> None: ...
 
     def alarms(self, stream: StreamRecord) -> list[Alarm]: ...
@@ -79,10 +78,11 @@ def evaluation_configs() -> dict[str, DetectorConfig]:
     The worker's: defaults, with Half-Space Trees on the app x model keys only (it is the
     costliest detector, docs/detectors.md; `LLMPULSE_DETECTORS_HST_KEY_SET`).
     """
-    model_keys = DetectorConfig()
-    other_keys = DetectorConfig(anomaly_features=())
-    names = [key_set_name(ks) for ks in KEY_SETS]
-    return {names[0]: model_keys, **{name: other_keys for name in names[1:]}}
+    config = DetectorConfig()
+    univariate = dataclasses.replace(config, anomaly_features=())
+    return {
+        key_set_name(ks): config if ks == DEFAULT_HST_KEY_SET else univariate for ks in KEY_SETS
+    }
 
 
 class DetectorMethod:
@@ -99,7 +99,7 @@ class DetectorMethod:
         event: SimulatedEvent,
         features: Mapping[str, float],
         categorical: Mapping[str, str],
-        keys: Sequence[tuple[str, tuple[str, ...], int]],
+        keys: Sequence[KeyHit],
     ) -> None:
         for key_set, key, position in keys:
             detectors = self._keys.get((key_set, key))
@@ -127,10 +127,10 @@ class DetectorMethod:
 
 def features_of(event: SimulatedEvent) -> tuple[dict[str, float], dict[str, str]]:
     """Detector inputs of one call, with its feedback joined to it (as the worker would)."""
-    features, categorical = extract_features(event.call)
-    for item in event.feedback:
-        features[f"feedback.{item['name']}"] = float(item["value"])
-    return features, categorical
+    if not event.feedback:
+        return extract_features(event.call)
+    feedback = {item["name"]: item["value"] for item in event.feedback}
+    return extract_features({**event.call, "feedback": feedback})
 
 
 def run_scenario(

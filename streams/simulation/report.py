@@ -23,6 +23,11 @@ def _number(value: float | None, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _or_none(value: float) -> float | None:
+    """NaN (a NAB score with no window) as JSON null."""
+    return None if math.isnan(value) else value
+
+
 def _pair(low: float | None, high: float | None, digits: int) -> str:
     if low is None:
         return "-"
@@ -110,10 +115,8 @@ def to_json(report: EvalReport) -> dict[str, Any]:
                 **to_plain(row),
                 "detection_rate": row.detection_rate,
                 "false_per_100k": row.false_per_100k,
-                "nab": None if math.isnan(row.nab) else row.nab,
-                "nab_every_detection": (
-                    None if math.isnan(row.nab_every_detection) else row.nab_every_detection
-                ),
+                "nab": _or_none(row.nab),
+                "nab_every_detection": _or_none(row.nab_every_detection),
             }
             for row in method.rows
         ]
@@ -121,8 +124,7 @@ def to_json(report: EvalReport) -> dict[str, Any]:
         for score in method.scenarios:
             plain = to_plain(score)
             for name in ("nab", "nab_every_detection"):
-                value = getattr(score, name).normalised
-                plain[name]["normalised"] = None if math.isnan(value) else value
+                plain[name]["normalised"] = _or_none(getattr(score, name).normalised)
             scenarios.append(plain)
         methods.append(
             {

@@ -163,7 +163,7 @@ def evaluate_suite(
         )
     return EvalReport(
         suite=tuple(s.name for s in scenarios),
-        events=sum(s.n_events for s in (r[0][0] for r in results)),
+        events=sum(scores[0].n_events for scores, _ in results),
         seconds=elapsed,
         methods=tuple(reports),
         labels=tuple(label for _, labels in results for label in labels),

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from streams.metrics.config import DIMENSIONS
+
 __all__ = [
     "DIMENSIONS",
     "INCIDENT_TYPES",
@@ -24,9 +26,6 @@ __all__ = [
     "ScoreProfile",
     "Traffic",
 ]
-
-DIMENSIONS = ("app", "environment", "provider", "model", "prompt_id", "prompt_version")
-"""Call attributes an incident's ``target`` can select on."""
 
 INCIDENT_TYPES = (
     "latency_regression",

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from streams.simulation.scenario import (
     AppProfile,
     Effects,
@@ -22,7 +24,7 @@ from streams.simulation.scenario import (
     ScoreProfile,
     Traffic,
 )
-from streams.simulation.scenario_file import load_scenario
+from streams.simulation.scenario_file import ScenarioError, load_scenario, scenario_from_dict
 
 __all__ = [
     "SCENARIOS",
@@ -285,10 +287,6 @@ def get_suite(name_or_path: str) -> list[Scenario]:
     """A built-in suite by name, or a YAML file holding ``scenarios:`` (names or mappings)."""
     if name_or_path in SUITES:
         return [SCENARIOS[name]() for name in SUITES[name_or_path]]
-    import yaml
-
-    from streams.simulation.scenario_file import ScenarioError, scenario_from_dict
-
     path = Path(name_or_path)
     if not path.exists():
         raise ValueError(f"no suite {name_or_path!r}: use a file or one of {sorted(SUITES)}")

@@ -32,7 +32,8 @@ from streams.simulation.scenario import (
 
 START = datetime(2025, 1, 6, tzinfo=UTC)
 KS = "app_environment_provider_model"
-A, B = ("a",), ("b",)
+A: tuple[str, ...] = ("a",)
+B: tuple[str, ...] = ("b",)
 MAX_TP = scaled_sigmoid(-1.0)
 
 
