@@ -142,7 +142,7 @@ def header_line(snapshot: LiveSnapshot, keys: int) -> Text:
     line = Text()
     line.append("llmpulse top", style="bold")
     line.append(f"  {_clock(snapshot.generated_at)}  ")
-    line.append(_fixed(snapshot.events_per_second, 1), style="bold cyan")
+    line.append(_rate(snapshot.events_per_second), style="bold cyan")
     line.append(" events/s  watermark ")
     if snapshot.watermark is None:
         line.append(MISSING)
@@ -184,12 +184,8 @@ def _money(value: float | None) -> str:
     return f"{value:,.2f}" if value >= 1 else f"{value:.4f}"  # cents hide small windows
 
 
-def _fixed(value: float | None, digits: int) -> str:
-    return MISSING if value is None else f"{value:,.{digits}f}"
-
-
 def _rate(value: float | None) -> str:
-    return _fixed(value, 1)
+    return MISSING if value is None else f"{value:,.1f}"
 
 
 COLUMNS: tuple[TopColumn, ...] = (

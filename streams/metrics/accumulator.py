@@ -9,8 +9,8 @@ from functools import reduce
 from operator import add
 from typing import Any
 
-from streams.metrics.means import add_all_means, add_means, means, merge_means, pairs
-from streams.metrics.quantiles import QuantileEstimator, exact_quantiles
+from streams.metrics.means import add_all_means, add_means, means, merge_means, pairs, unpair
+from streams.metrics.quantiles import QuantileEstimator
 from streams.metrics.record import MetricRecord
 
 FINISH_OTHER, FINISH_LENGTH, FINISH_CONTENT_FILTER = 0, 1, 2
@@ -61,8 +61,6 @@ class WindowAccumulator:
     __slots__ = (
         "_eps",
         "_exact_capacity",
-        "_latency_sketch",
-        "_ttft_sketch",
         "cached_input_tokens",
         "cost_missing",
         "cost_sum",
@@ -74,7 +72,7 @@ class WindowAccumulator:
         "input_tokens",
         "last_wall",
         "late_events",
-        "latency_values",
+        "latency",
         "output_tokens",
         "pending",
         "requests",
@@ -82,7 +80,7 @@ class WindowAccumulator:
         "score_sums",
         "tps_count",
         "tps_sum",
-        "ttft_values",
+        "ttft",
     )
 
     def __init__(self, eps: float, exact_capacity: int, last_wall: float) -> None:
@@ -91,12 +89,9 @@ class WindowAccumulator:
         self.pending: list[CallSample] = []
         self.requests = 0
         self.errors = 0
-        # Values go into a flat array (a batch per `flush`); past the exact capacity
-        # they are handed to a sketch in batches. The sketch is None while exact.
-        self.latency_values = array("d")
-        self.ttft_values: array[float] | None = None
-        self._latency_sketch: QuantileEstimator | None = None
-        self._ttft_sketch: QuantileEstimator | None = None
+        # Quantile values, a batch per `flush`; ttft stays None until a call has one.
+        self.latency = QuantileEstimator(eps, exact_capacity)
+        self.ttft: QuantileEstimator | None = None
         self.tps_sum = 0.0
         self.tps_count = 0
         self.input_tokens = 0
@@ -131,7 +126,7 @@ class WindowAccumulator:
         """Fold the pending calls into the counters and quantile values, in arrival order.
 
         Float sums add the values one by one in arrival order (``reduce(add, ...)``, not
-        `sum`, which may compensate) and values spill to the sketches at the same counts,
+        `sum`, which may compensate) and `QuantileEstimator.extend` is `add` of each value,
         so the result is exactly that of counting each call as it came.
         """
         pending = self.pending
@@ -146,13 +141,12 @@ class WindowAccumulator:
         self.errors += sum(errors)
         values = _floats(latency)
         if values:
-            self._latency_sketch = self._push(self._latency_sketch, self.latency_values, values)
+            self.latency.extend(values)
         values = _floats(ttft)
         if values:
-            ttft_values = self.ttft_values
-            if ttft_values is None:
-                ttft_values = self.ttft_values = array("d")
-            self._ttft_sketch = self._push(self._ttft_sketch, ttft_values, values)
+            if self.ttft is None:
+                self.ttft = QuantileEstimator(self._eps, self._exact_capacity)
+            self.ttft.extend(values)
         self.tps_sum, added = _total(self.tps_sum, tps)
         self.tps_count += added
         self.input_tokens += sum(input_tokens)
@@ -169,72 +163,6 @@ class WindowAccumulator:
             if self.score_sums is None or self.score_counts is None:
                 self.score_sums, self.score_counts = {}, {}
             add_all_means(self.score_sums, self.score_counts, scores)
-
-    def _push(
-        self, sketch: QuantileEstimator | None, values: array[float], new: array[float]
-    ) -> QuantileEstimator | None:
-        """Append ``new`` to ``values``, spilling where appending one by one would: each
-        time ``values`` grows past the exact capacity."""
-        limit = self._exact_capacity + 1
-        start, end = 0, len(new)
-        while True:
-            stop = start + max(1, limit - len(values))
-            if stop > end:
-                values.extend(new[start:] if start else new)
-                return sketch
-            values.extend(new[start:stop])
-            sketch = self._spill(sketch, values)
-            start = stop
-
-    def _spill(self, sketch: QuantileEstimator | None, values: array[float]) -> QuantileEstimator:
-        """Move pending values into the sketch (creating it), emptying ``values`` in place."""
-        if sketch is None:
-            sketch = QuantileEstimator(self._eps, self._exact_capacity)
-        sketch.extend(values)
-        del values[:]
-        return sketch
-
-    def _estimator(
-        self, sketch: QuantileEstimator | None, values: array[float] | None
-    ) -> QuantileEstimator | None:
-        """The sketch with pending values folded in, or None while exact."""
-        if sketch is not None and values:
-            sketch.extend(values)
-            del values[:]
-        return sketch
-
-    def _quantiles(
-        self, sketch: QuantileEstimator | None, values: array[float] | None, qs: tuple[float, ...]
-    ) -> list[float | None]:
-        sketch = self._estimator(sketch, values)
-        if sketch is not None:
-            return sketch.quantiles(qs)
-        return exact_quantiles(values or (), qs)
-
-    def _estimator_state(
-        self, sketch: QuantileEstimator | None, values: array[float] | None
-    ) -> dict[str, Any] | None:
-        # Pending values stay pending (not merged), so a restored window goes on
-        # exactly as the uninterrupted one would.
-        if sketch is None and values is None:
-            return None
-        state = (sketch or QuantileEstimator(self._eps, self._exact_capacity)).to_state()
-        state["buffer"] = state["buffer"] + (values.tolist() if values else [])
-        return state
-
-    @property
-    def latency_count(self) -> int:
-        """Latency values held (all calls with a valid latency)."""
-        self.flush()
-        sketch = self._latency_sketch
-        return len(self.latency_values) + (sketch.count if sketch else 0)
-
-    @property
-    def ttft_count(self) -> int:
-        """Calls with a TTFT."""
-        self.flush()
-        sketch, values = self._ttft_sketch, self.ttft_values
-        return (len(values) if values else 0) + (sketch.count if sketch else 0)
 
     def add_feedback(self, name: str, value: float, now: float) -> None:
         """Count one feedback score for this key and window."""
@@ -257,15 +185,11 @@ class WindowAccumulator:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.tps_sum += other.tps_sum
         self.cost_sum += other.cost_sum
-        self._latency_sketch = self._merged(
-            self._latency_sketch, self.latency_values, other._latency_sketch, other.latency_values
-        )
-        if other.ttft_values is not None or other._ttft_sketch is not None:
-            if self.ttft_values is None:
-                self.ttft_values = array("d")
-            self._ttft_sketch = self._merged(
-                self._ttft_sketch, self.ttft_values, other._ttft_sketch, other.ttft_values
-            )
+        self.latency.merge(other.latency)
+        if other.ttft is not None:
+            if self.ttft is None:
+                self.ttft = QuantileEstimator(self._eps, self._exact_capacity)
+            self.ttft.merge(other.ttft)
         if other.score_sums and other.score_counts:
             self.score_sums, self.score_counts = merge_means(
                 self.score_sums, self.score_counts, other.score_sums, other.score_counts
@@ -282,24 +206,6 @@ class WindowAccumulator:
         acc.merge(self)
         return acc
 
-    def _merged(
-        self,
-        sketch: QuantileEstimator | None,
-        values: array[float],
-        other_sketch: QuantileEstimator | None,
-        other_values: array[float] | None,
-    ) -> QuantileEstimator | None:
-        """Our sketch with the other's merged in; pending values stay pending until full."""
-        if other_sketch is not None:
-            if sketch is None:
-                sketch = QuantileEstimator(self._eps, self._exact_capacity)
-            sketch.merge(other_sketch)
-        if other_values:
-            values.extend(other_values)
-            if len(values) > self._exact_capacity:
-                sketch = self._spill(sketch, values)
-        return sketch
-
     def to_record(
         self,
         key_set: str,
@@ -311,8 +217,9 @@ class WindowAccumulator:
         """The reported metrics; quantiles are computed here, not per event."""
         self.flush()
         requests = self.requests
-        lat = self._quantiles(self._latency_sketch, self.latency_values, LATENCY_QUANTILES)
-        ttft = self._quantiles(self._ttft_sketch, self.ttft_values, TTFT_QUANTILES)
+        lat = self.latency.quantiles(LATENCY_QUANTILES)
+        ttft_est = self.ttft
+        ttft = ttft_est.quantiles(TTFT_QUANTILES) if ttft_est else [None] * len(TTFT_QUANTILES)
         priced = requests - self.cost_missing
         return MetricRecord(
             key_set=key_set,
@@ -326,7 +233,7 @@ class WindowAccumulator:
             latency_p90_ms=lat[1],
             latency_p95_ms=lat[2],
             latency_p99_ms=lat[3],
-            ttft_count=self.ttft_count,
+            ttft_count=ttft_est.count if ttft_est else 0,
             ttft_p50_ms=ttft[0],
             ttft_p95_ms=ttft[1],
             output_tokens_per_second_count=self.tps_count,
@@ -354,8 +261,8 @@ class WindowAccumulator:
         state["tps_sum"] = self.tps_sum
         state["cost_sum"] = self.cost_sum
         state["last_wall"] = self.last_wall
-        state["latency"] = self._estimator_state(self._latency_sketch, self.latency_values)
-        state["ttft"] = self._estimator_state(self._ttft_sketch, self.ttft_values)
+        state["latency"] = self.latency.to_state()
+        state["ttft"] = self.ttft.to_state() if self.ttft else None
         state["scores"] = pairs(self.score_sums, self.score_counts)
         state["feedback"] = pairs(self.feedback_sums, self.feedback_counts)
         return state
@@ -370,26 +277,13 @@ class WindowAccumulator:
             setattr(acc, name, state[name])
         acc.tps_sum = state["tps_sum"]
         acc.cost_sum = state["cost_sum"]
-        acc._latency_sketch, latency_values = _restore_values(state["latency"])
-        acc.latency_values = array("d") if latency_values is None else latency_values
-        acc._ttft_sketch, acc.ttft_values = _restore_values(state["ttft"])
-        if state["scores"]:
-            acc.score_sums = {k: v["sum"] for k, v in state["scores"].items()}
-            acc.score_counts = {k: v["count"] for k, v in state["scores"].items()}
-        if state["feedback"]:
-            acc.feedback_sums = {k: v["sum"] for k, v in state["feedback"].items()}
-            acc.feedback_counts = {k: v["count"] for k, v in state["feedback"].items()}
+        if state["latency"] is not None:
+            acc.latency = QuantileEstimator.from_state(state["latency"])
+        if state["ttft"] is not None:
+            acc.ttft = QuantileEstimator.from_state(state["ttft"])
+        acc.score_sums, acc.score_counts = unpair(state["scores"])
+        acc.feedback_sums, acc.feedback_counts = unpair(state["feedback"])
         return acc
-
-
-def _restore_values(
-    state: dict[str, Any] | None,
-) -> tuple[QuantileEstimator | None, array[float] | None]:
-    """(sketch, pending values) from an estimator state."""
-    if state is None:
-        return None, None
-    estimator = QuantileEstimator.from_state(state | {"buffer": []})
-    return (None if estimator.is_exact else estimator), array("d", state["buffer"])
 
 
 def _floats(values: Sequence[float | None]) -> array[float]:

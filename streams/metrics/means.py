@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from functools import reduce
 from operator import add, itemgetter
+from typing import Any
 
 
 def add_means(sums: dict[str, float], counts: dict[str, int], values: Mapping[str, float]) -> None:
@@ -35,10 +36,9 @@ def add_all_means(
             return
     total_of, count_of = sums.get, counts.get
     for values in present:
-        if values:
-            for name, value in values.items():
-                sums[name] = total_of(name, 0.0) + value
-                counts[name] = count_of(name, 0) + 1
+        for name, value in values.items():
+            sums[name] = total_of(name, 0.0) + value
+            counts[name] = count_of(name, 0) + 1
 
 
 def merge_means(
@@ -66,3 +66,13 @@ def pairs(
     if not sums or not counts:
         return {}
     return {name: {"sum": total, "count": counts[name]} for name, total in sums.items()}
+
+
+def unpair(
+    by_name: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, float] | None, dict[str, int] | None]:
+    """``(sums, counts)`` back from `pairs` output; (None, None) when it is empty."""
+    if not by_name:
+        return None, None
+    sums = {name: pair["sum"] for name, pair in by_name.items()}
+    return sums, {name: pair["count"] for name, pair in by_name.items()}

@@ -28,14 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from streams.metrics.accumulator import WindowAccumulator
 from streams.metrics.config import MetricsConfig
 from streams.metrics.events import CallEvent, FeedbackEvent
 from streams.metrics.pricing import PricingTable
 from streams.metrics.record import MetricRecord
-from streams.metrics.state import MetricsStateError
+from streams.metrics.state import MetricsStateError, parse_state
 from streams.metrics.windows import MetricsAggregator, WindowKey, window_records
 
 PARTITION_STATE_VERSION = 1
@@ -313,14 +313,7 @@ def _merge(parts: list[WindowAccumulator]) -> WindowAccumulator:
 
 
 def _parse_state(state: Any, partition: int) -> PartitionState:
-    if not isinstance(state, dict):
-        raise MetricsStateError(
-            f"partition state must be a JSON object, got {type(state).__name__}"
-        )
-    try:
-        parsed = PartitionState.model_validate(state)
-    except ValidationError as exc:
-        raise MetricsStateError(f"malformed partition state: {exc}") from exc
+    parsed = parse_state(PartitionState, state, "partition state")
     if parsed.partition != partition:
         raise MetricsStateError(
             f"partition state was written for partition {parsed.partition}, not {partition}"

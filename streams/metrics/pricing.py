@@ -86,8 +86,7 @@ class PricingTable:
         self.overrides_as_of = overrides_as_of
         self.misses: Counter[str] = Counter()
         self._by_length = sorted(self.prices, key=len, reverse=True)
-        # Lookups by the name as given; bounded since names come from producers.
-        self._family_of: dict[str, str | None] = {}
+        # Prices by the name as given; bounded since names come from producers.
         self._price_of: dict[str, ModelPrice | None] = {}
 
     @classmethod
@@ -110,21 +109,14 @@ class PricingTable:
     def family(self, model: str) -> str | None:
         """The table key pricing ``model``: the longest key it starts with, followed only by
         a version or date; None when there is none."""
-        if model in self._family_of:
-            return self._family_of[model]
         name = normalise_model_name(model)
-        found = None
         for key in self._by_length:
             if name.startswith(key) and _VERSION_SUFFIX.fullmatch(name, len(key)):
-                found = key
-                break
-        if len(self._family_of) >= _MAX_CACHED_NAMES:
-            self._family_of.clear()
-        self._family_of[model] = found
-        return found
+                return key
+        return None
 
     def price(self, model: str) -> ModelPrice | None:
-        """The price of ``model``'s family, or None; does not count misses."""
+        """The price of ``model``'s family, or None; does not count misses. Cached."""
         if model in self._price_of:
             return self._price_of[model]
         key = self.family(model)

@@ -126,11 +126,22 @@ class QuantileEstimator:
             self._flush()
 
     def extend(self, values: Iterable[float]) -> None:
-        """Add many values at once (as `add` does one by one, but cheaper)."""
-        buffer = self._buffer
-        buffer.extend(values)
-        if len(buffer) > self._exact_capacity:
+        """Add many values at once: exactly `add` of each in turn, but cheaper.
+
+        The buffer is merged into the summary at the same counts as `add` would merge
+        it (each time it grows past the exact capacity), so the summary is the same.
+        """
+        new = values if isinstance(values, array) else array("d", values)
+        start, end = 0, len(new)
+        while True:
+            buffer = self._buffer
+            stop = start + max(1, self._exact_capacity + 1 - len(buffer))
+            if stop > end:
+                buffer.extend(new[start:] if start else new)
+                return
+            buffer.extend(new[start:stop])
             self._flush()
+            start = stop
 
     def quantile(self, q: float) -> float | None:
         """The ``q``-quantile, or None when no value was added."""
@@ -141,18 +152,11 @@ class QuantileEstimator:
         for q in qs:
             if not 0.0 <= q <= 1.0:
                 raise ValueError(f"quantile must be in [0, 1], got {q!r}")
-        if self.count == 0:
-            return [None for _ in qs]
         if self._values is None:
-            return self._exact_quantiles(qs)
+            return exact_quantiles(self._buffer, qs)  # leaves the buffer as it is
         if self._buffer:
             self._flush()
         return [self._summary_quantile(q) for q in qs]
-
-    def _exact_quantiles(self, qs: Sequence[float]) -> list[float | None]:
-        # Keep the buffer sorted so the next query's sort is nearly free.
-        self._buffer = array("d", sorted(self._buffer))
-        return exact_quantiles(self._buffer, qs, presorted=True)
 
     def _summary_quantile(self, q: float) -> float:
         values, g, delta = self._values, self._g, self._delta
@@ -212,7 +216,10 @@ class QuantileEstimator:
             self._values, self._g = array("d", merged[0]), array("q", merged[1])
             self._delta = array("q", merged[2])
             self._summary_n += other._summary_n
-        self.extend(other._buffer)
+        buffer = self._buffer
+        buffer.extend(other._buffer)  # the exact values join as one batch
+        if len(buffer) > self._exact_capacity:
+            self._flush()
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-compatible snapshot; see `from_state`."""
@@ -258,9 +265,7 @@ def _limit(eps: float, n: int) -> int:
     return max(1, math.floor(2.0 * eps * n))
 
 
-def exact_quantiles(
-    values: Sequence[float], qs: Sequence[float], *, presorted: bool = False
-) -> list[float | None]:
+def exact_quantiles(values: Sequence[float], qs: Sequence[float]) -> list[float | None]:
     """``numpy.quantile(values, qs)`` (linear interpolation); None for each if empty.
 
     >>> exact_quantiles([4.0, 1.0, 3.0, 2.0], (0.0, 0.5, 0.9))
@@ -268,7 +273,7 @@ def exact_quantiles(
     """
     if not len(values):
         return [None for _ in qs]
-    ordered = values if presorted else sorted(values)
+    ordered = sorted(values)
     last = len(ordered) - 1
     out: list[float | None] = []
     for q in qs:

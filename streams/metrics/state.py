@@ -8,7 +8,7 @@ configuration before any of it is used.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -121,16 +121,24 @@ class AggregatorState(_Strict):
     """Join LRU entries, least recently used first: ``[event_id, *dimension values]``."""
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def parse_state(model: type[_Model], state: Any, what: str) -> _Model:
+    """``state`` (decoded JSON) validated as ``model``; `MetricsStateError` names ``what``."""
+    if not isinstance(state, dict):
+        raise MetricsStateError(f"{what} must be a JSON object, got {type(state).__name__}")
+    try:
+        return model.model_validate(state)
+    except ValidationError as exc:
+        raise MetricsStateError(f"malformed {what}: {exc}") from exc
+
+
 def validate_state(
     state: Any, config: MetricsConfig, dimension_names: tuple[str, ...]
 ) -> AggregatorState:
     """Parse and check a checkpoint against the running configuration."""
-    if not isinstance(state, dict):
-        raise MetricsStateError(f"metrics state must be a JSON object, got {type(state).__name__}")
-    try:
-        parsed = AggregatorState.model_validate(state)
-    except ValidationError as exc:
-        raise MetricsStateError(f"malformed metrics state: {exc}") from exc
+    parsed = parse_state(AggregatorState, state, "metrics state")
     _check_against_config(parsed, config, dimension_names)
     return parsed
 

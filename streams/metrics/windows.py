@@ -133,7 +133,7 @@ class MetricsAggregator:
             self.watermark = watermark = ts
         index = int(ts // self._width)
         now = self._clock()
-        if (index + 1) * self._width + self._lateness <= watermark:
+        if (index + 1) * self._width + self._lateness <= watermark:  # _closed_by_watermark
             self._count_late(dims, now)
             return False
         sample = self._reader.sample(fields)
@@ -190,7 +190,7 @@ class MetricsAggregator:
         index = int(_epoch_seconds(feedback.timestamp) // self._width)
         now = self._clock()
         watermark = self.watermark
-        closed = watermark is not None and (index + 1) * self._width + self._lateness <= watermark
+        closed = watermark is not None and self._closed_by_watermark(index, watermark)
         attributed = True
         for ks_index, name, key_of in self._key_sets:
             key = key_of(dims)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from streams.metrics.accumulator import CallSample, WindowAccumulator
 from streams.metrics.quantiles import QuantileEstimator
-from tests.unit.test_metrics_quantiles import QS, rank_error
+from tests.unit.metrics_fakes import check_against_numpy, rank_error
 
 DISTRIBUTIONS = ("uniform", "lognormal_latency", "few_distinct", "sorted", "bimodal")
 
@@ -51,18 +51,6 @@ def merge_randomly(ests: list[QuantileEstimator], rng: random.Random) -> Quantil
         ests[i].merge(ests[j])
         del ests[j]
     return ests[0]
-
-
-def check_against_numpy(est: QuantileEstimator, data: np.ndarray) -> None:
-    assert est.count == len(data)
-    for q in QS:
-        value = est.quantile(q)
-        assert value is not None
-        if est.is_exact:
-            assert value == pytest.approx(np.quantile(data, q), rel=1e-12, abs=1e-12)
-        else:
-            # The documented bound for merged estimators: max(eps * n, 1/2) ranks.
-            assert rank_error(data, value, q) <= max(est.eps, 0.5 / len(data)) + 1e-12
 
 
 @pytest.mark.parametrize("name", DISTRIBUTIONS)

@@ -17,8 +17,7 @@ from streams.metrics import (
     PartitionedMetrics,
     PricingTable,
 )
-from tests.unit.metrics_fakes import Call, Feedback, at
-from tests.unit.test_metrics_quantiles import rank_error
+from tests.unit.metrics_fakes import Call, Feedback, at, rank_error
 
 PRICING = PricingTable.load()
 CONFIG = MetricsConfig(

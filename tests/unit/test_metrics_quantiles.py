@@ -9,20 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.metrics.quantiles import QuantileEstimator, exact_quantiles
+from tests.unit.metrics_fakes import QS, check_against_numpy, rank_error
 
-QS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
-
-
-def rank_error(data: np.ndarray, value: float, q: float) -> float:
-    """Distance, as a fraction of n, from the target rank 1 + q(n-1) to value's rank range."""
-    ordered = np.sort(data)
-    n = len(ordered)
-    lo = int(np.searchsorted(ordered, value, "left")) + 1
-    hi = int(np.searchsorted(ordered, value, "right"))
-    assert hi >= lo, "the estimate must be an observed value"
-    target = 1 + q * (n - 1)
-    return max(0.0, lo - target, target - hi) / n
 
 
 def adversarial_streams(n: int) -> dict[str, np.ndarray]:
@@ -69,17 +58,22 @@ def test_rank_error_bound_holds_for_any_stream(values: list[float], eps: float) 
     est = QuantileEstimator(eps=eps, exact_capacity=8)
     for x in values:
         est.add(x)
-    data = np.array(values)
-    for q in QS:
-        value = est.quantile(q)
-        assert value is not None
-        if est.is_exact:
-            assert value == pytest.approx(np.quantile(data, q), rel=1e-9, abs=1e-6)
-        else:
-            # The bound is max(eps * n, 1/2) ranks; 1/2 only matters for these tiny n.
-            assert rank_error(data, value, q) <= max(eps, 0.5 / len(data)) + 1e-12
+    # The bound is max(eps * n, 1/2) ranks; 1/2 only matters for these tiny n.
+    check_against_numpy(est, np.array(values), rel=1e-9, abs_=1e-6)
     # The restored summary satisfies the invariants that prove the bound.
     QuantileEstimator.from_state(orjson.loads(orjson.dumps(est.to_state())))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(finite, max_size=40), max_size=30), st.sampled_from((1, 4, 16)))
+def test_extend_is_add_of_each_value(batches: list[list[float]], capacity: int) -> None:
+    # WindowAccumulator relies on this to fold its calls in batches with the same result.
+    one_by_one, batched = QuantileEstimator(0.05, capacity), QuantileEstimator(0.05, capacity)
+    for batch in batches:
+        for x in batch:
+            one_by_one.add(x)
+        batched.extend(batch)
+    assert batched.to_state() == one_by_one.to_state()
 
 
 def test_state_round_trip_continues_identically() -> None:
