@@ -162,13 +162,15 @@ def _describe(values: array[float], q: float) -> tuple[float, float, float]:
 class SignalDetector(ABC):
     """What every detector of one signal shares: its name, counters, params, clone and repr.
 
-    Subclasses validate their own arguments and describe themselves with :attr:`params`:
-    everything needed to rebuild them except ``signal``.
+    Subclasses validate their own arguments (``warm_up >= 0`` is checked here) and
+    describe themselves with :attr:`params`: everything needed to rebuild them except
+    ``signal``.
     """
 
     name: ClassVar[str]
 
     def __init__(self, *, signal: str, warm_up: int) -> None:
+        check_positive_int("warm_up", warm_up, minimum=0)
         self.signal = signal
         self._warm_up = warm_up
         self._n_seen = 0
@@ -221,10 +223,9 @@ class UnivariateDetector(SignalDetector):
         n_blocks: int,
         recent_size: int,
     ) -> None:
-        check_positive_int("warm_up", warm_up, minimum=0)
+        super().__init__(signal=signal, warm_up=warm_up)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        super().__init__(signal=signal, warm_up=warm_up)
         self.direction = direction
         self._baseline = BaselineStats(
             quantile=quantile, block_size=block_size, n_blocks=n_blocks, recent_size=recent_size

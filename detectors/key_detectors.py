@@ -63,7 +63,8 @@ class SignalConfig:
 
     def forward(self, x: float) -> float:
         if self.transform == "log1p":
-            return math.log1p(x * self.scale) if x * self.scale > -1 else math.nan
+            y = x * self.scale
+            return math.log1p(y) if y > -1 else math.nan
         return x
 
     def backward(self, detection: Detection) -> Detection:

@@ -63,7 +63,6 @@ class NewValueDetector(SignalDetector):
         check_positive_int("window", window, minimum=min_count)
         check_positive_int("max_values", max_values)
         check_positive_int("max_candidates", max_candidates)
-        check_positive_int("warm_up", warm_up, minimum=0)
         super().__init__(signal=signal, warm_up=warm_up)
         self.min_count = min_count
         self.window = window

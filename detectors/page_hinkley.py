@@ -99,16 +99,15 @@ class StandardizedPageHinkley(UnivariateDetector):
         self._restart()
 
     def _restart(self) -> None:
-        mode = {"up": "up", "down": "down", "both": "both"}[self.direction]
         self._ph = drift.PageHinkley(
             min_instances=self.min_instances,
             delta=self.delta,
             threshold=self.threshold,
             alpha=self.alpha,
-            mode=mode,
+            mode=self.direction,
         )
-        # Welford's running mean and sum of squares over the warm-up values.
-        self._n = 0
+        # Welford's running mean and sum of squares over the regime's warm-up values;
+        # the scale stays 0 until the warm-up is over.
         self._mean = 0.0
         self._m2 = 0.0
         self._scale = 0.0
@@ -116,13 +115,13 @@ class StandardizedPageHinkley(UnivariateDetector):
         self._argmax_down = 0
 
     def _learn(self, x: float) -> bool:
-        if self._n < self._warm_up:
-            self._n += 1
+        if not self._scale:
+            n = self._n_seen - self._regime_start  # the base class counts the warm-up
             step = x - self._mean
-            self._mean += step / self._n
+            self._mean += step / n
             self._m2 += step * (x - self._mean)
-            if self._n == self._warm_up:
-                std = math.sqrt(self._m2 / (self._n - 1))
+            if n == self._warm_up:
+                std = math.sqrt(self._m2 / (n - 1))
                 self._scale = 1.0 / std if std > 0 else 1.0
             return False
         ph = self._ph

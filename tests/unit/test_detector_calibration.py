@@ -115,95 +115,30 @@ def cost(factory: Factory, sampler: Sampler, level: float) -> tuple[float, int]:
     return elapsed / len(values) * 1e6, len(pickle.dumps(detector))
 
 
+# What a signal's cases share: sampler, baseline level, {scenario: changed level}.
+Signal = tuple[Sampler, float, dict[str, float]]
+LATENCY: Signal = (latency, 1.0, {"x1.3": 1.3, "x2": 2.0})
+ERROR: Signal = (flag, 0.01, {"0.01->0.2": 0.2, "0.01->0.03": 0.03})
+SCORE: Signal = (score, 0.8, {"0.8->0.7": 0.7, "0.8->0.75": 0.75})
+CALL: Signal = (call_features, 1.0, {"x2": 2.0})
+
 # signal, detector label, factory, sampler, baseline level, {scenario: changed level}
 CASES: list[tuple[str, str, Factory, Sampler, float, dict[str, float]]] = [
-    (
-        "latency",
-        "adwin (default)",
-        lambda: AdwinDetector(direction="up"),
-        latency,
-        1.0,
-        {"x1.3": 1.3, "x2": 2.0},
-    ),
-    (
-        "latency",
-        "page_hinkley",
-        lambda: StandardizedPageHinkley(direction="up"),
-        latency,
-        1.0,
-        {"x1.3": 1.3, "x2": 2.0},
-    ),
-    (
-        "latency",
-        "kswin",
-        lambda: KswinDetector(direction="up"),
-        latency,
-        1.0,
-        {"x1.3": 1.3, "x2": 2.0},
-    ),
-    (
-        "error",
-        "adwin up (default)",
-        lambda: AdwinDetector(direction="up"),
-        flag,
-        0.01,
-        {"0.01->0.2": 0.2, "0.01->0.03": 0.03},
-    ),
-    (
-        "error",
-        "binary_rate ddm",
-        lambda: BinaryRateDetector(method="ddm"),
-        flag,
-        0.01,
-        {"0.01->0.2": 0.2, "0.01->0.03": 0.03},
-    ),
-    (
-        "error",
-        "binary_rate eddm",
-        lambda: BinaryRateDetector(method="eddm"),
-        flag,
-        0.01,
-        {"0.01->0.2": 0.2, "0.01->0.03": 0.03},
-    ),
-    (
-        "error",
-        "binary_rate hddm_a",
-        lambda: BinaryRateDetector(method="hddm_a"),
-        flag,
-        0.01,
-        {"0.01->0.2": 0.2, "0.01->0.03": 0.03},
-    ),
-    (
-        "error",
-        "binary_rate hddm_w",
-        lambda: BinaryRateDetector(method="hddm_w"),
-        flag,
-        0.01,
-        {"0.01->0.2": 0.2, "0.01->0.03": 0.03},
-    ),
-    (
-        "score",
-        "adwin (default)",
-        lambda: AdwinDetector(),
-        score,
-        0.8,
-        {"0.8->0.7": 0.7, "0.8->0.75": 0.75},
-    ),
-    (
-        "score",
-        "page_hinkley",
-        lambda: StandardizedPageHinkley(),
-        score,
-        0.8,
-        {"0.8->0.7": 0.7, "0.8->0.75": 0.75},
-    ),
+    ("latency", "adwin (default)", lambda: AdwinDetector(direction="up"), *LATENCY),
+    ("latency", "page_hinkley", lambda: StandardizedPageHinkley(direction="up"), *LATENCY),
+    ("latency", "kswin", lambda: KswinDetector(direction="up"), *LATENCY),
+    ("error", "adwin up (default)", lambda: AdwinDetector(direction="up"), *ERROR),
+    ("error", "binary_rate ddm", lambda: BinaryRateDetector(method="ddm"), *ERROR),
+    ("error", "binary_rate eddm", lambda: BinaryRateDetector(method="eddm"), *ERROR),
+    ("error", "binary_rate hddm_a", lambda: BinaryRateDetector(method="hddm_a"), *ERROR),
+    ("error", "binary_rate hddm_w", lambda: BinaryRateDetector(method="hddm_w"), *ERROR),
+    ("score", "adwin (default)", lambda: AdwinDetector(), *SCORE),
+    ("score", "page_hinkley", lambda: StandardizedPageHinkley(), *SCORE),
     (
         "call",
         "half_space_trees",
         lambda: HalfSpaceTreesDetector(("latency", "ttft", "output_tokens", "cost")),
-        call_features,
-        1.0,
-        {"x2": 2.0},
+        *CALL,
     ),
 ]
 
