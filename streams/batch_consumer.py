@@ -98,6 +98,21 @@ async def batch_events(batches: AsyncIterator[Any]) -> AsyncIterator[RecordAck]:
             batch.done.set()
 
 
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """Where one assigned partition stands, as of the last fetch response.
+
+    ``fetched`` is the next offset to fetch; ``committed`` the next offset a restarted
+    consumer would read: the last commit by this worker, else where the partition resumed.
+    """
+
+    topic: str
+    partition: int
+    highwater: int
+    fetched: int | None
+    committed: int | None
+
+
 @dataclass
 class ConsumerStats:
     batches: int = 0
@@ -145,6 +160,7 @@ class BatchConsumer(Service):
         self.consumer: Any = None
         self._inflight: set[Batch] = set()
         self._fetched: dict[Any, int] = {}
+        self._committed: dict[Any, int] = {}
         self._failed: dict[Any, int] = {}
         # Set once the assign hook has restored the current assignment's state.
         self._restored = asyncio.Event()
@@ -177,15 +193,23 @@ class BatchConsumer(Service):
 
     def lag(self) -> dict[str, int]:
         """Records between the fetch position and the log end, per ``topic:partition``."""
+        return {
+            f"{p.topic}:{p.partition}": max(0, p.highwater - p.fetched)
+            for p in self.offsets()
+            if p.fetched is not None
+        }
+
+    def offsets(self) -> list[PartitionOffsets]:
+        """Each assigned partition whose log end is known (from a fetch response)."""
         consumer = self.consumer
         if consumer is None:
-            return {}
-        out = {}
+            return []
+        out = []
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
-            fetched = self._fetched.get(tp)
-            if end is not None and fetched is not None:
-                out[f"{tp.topic}:{tp.partition}"] = max(0, end - fetched)
+            if end is not None:
+                fetched, committed = self._fetched.get(tp), self._committed.get(tp)
+                out.append(PartitionOffsets(tp.topic, tp.partition, end, fetched, committed))
         return out
 
     async def _fetch_loop(self) -> None:
@@ -200,6 +224,7 @@ class BatchConsumer(Service):
                 batch = Batch(tp.topic, tp.partition, self.tracker.track(tp, records))
                 self._inflight.add(batch)
                 self._fetched[tp] = records[-1].offset + 1
+                self._committed.setdefault(tp, records[0].offset)
                 self.stats.batches += 1
                 self.stats.records += len(records)
                 await self.channels[tp.topic].put(batch)
@@ -228,6 +253,7 @@ class BatchConsumer(Service):
             log.warning("offset commit failed (%s); will retry", exc)
             return
         self.stats.commits += 1
+        self._committed.update(offsets)
         for tp in offsets:
             self._failed.pop(tp, None)
 
@@ -267,6 +293,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             owner._failed.pop(tp, None)
             owner._fetched.pop(tp, None)
+            owner._committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         for topic, partitions in _by_topic(assigned).items():

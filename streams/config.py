@@ -103,9 +103,14 @@ class Settings(BaseSettings):
         "Unset: a random key kept in data_dir/state.key (one worker only).",
     )
 
-    # Worker web server (health, read-only SQL)
+    # Worker web server (health, Prometheus metrics, read-only SQL)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+
+    # Worker logs (docs/operations.md)
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json, text, or auto: JSON lines unless stderr is a TTY."
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -43,11 +43,14 @@ class IngestCounters:
 class DeadLetterAck:
     """Acks the source event once the DLQ message is delivered and the row is stored."""
 
-    __slots__ = ("_event", "_future", "_row_written")
+    __slots__ = ("_counters", "_event", "_future", "_row_written")
 
-    def __init__(self, event: Any, delivery: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, event: Any, delivery: asyncio.Future[Any], counters: IngestCounters | None = None
+    ) -> None:
         self._event = event
         self._future = delivery
+        self._counters = counters
         self._row_written = False
         delivery.add_done_callback(self._maybe_ack)
 
@@ -61,6 +64,8 @@ class DeadLetterAck:
         if future.cancelled() or future.exception() is not None:
             # Left unacknowledged: the record is replayed after a restart and dead-lettered again.
             log.error("dead-letter delivery failed for offset %s", self._event.message.offset)
+            if self._counters is not None:
+                self._counters.dead_letter_failures += 1
             return
         self._event.ack()
 
@@ -152,7 +157,7 @@ class Ingestor:
         row = dead_letter_row(
             message.topic, message.partition, message.offset, code, reason, message.value
         )
-        await self.dead_letters.add(row, DeadLetterAck(event, delivery))
+        await self.dead_letters.add(row, DeadLetterAck(event, delivery, self.counters))
 
     async def store_rejected(self, row: bytes, reason: str, event: Any) -> None:
         """A row the store refused: dead-letter its source record instead of losing it."""

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,28 @@ class Ackable(Protocol):
 
 RejectHandler = Callable[[bytes, str, Any], Awaitable[None]]
 
+BATCH_ROWS_BOUNDS: tuple[float, ...] = (1, 10, 100, 500, 1000, 2000, 5000, 10_000, 50_000)
+WRITE_SECONDS_BOUNDS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+@dataclass
+class BucketCounts:
+    """Observations per bucket (``value <= bound``; the last bucket is +Inf), not cumulative:
+    one list increment per written batch, read at scrape time as a Prometheus histogram."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(init=False)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
 
 @dataclass
 class SinkStats:
@@ -41,6 +64,9 @@ class SinkStats:
     backpressure: bool = False
     last_batch_rows: int = 0
     last_write_seconds: float = 0.0
+    batch_rows: BucketCounts = field(default_factory=lambda: BucketCounts(BATCH_ROWS_BOUNDS))
+    # Per written batch, from the first attempt: time spent retrying is included.
+    write_seconds: BucketCounts = field(default_factory=lambda: BucketCounts(WRITE_SECONDS_BOUNDS))
 
 
 @dataclass
@@ -182,10 +208,13 @@ class ClickHouseSink:
             except StoreRejected as exc:
                 await self._isolate(rows, acks, str(exc))
                 return
+        elapsed = time.perf_counter() - started
         self.stats.rows_written += len(rows)
         self.stats.batches_written += 1
         self.stats.last_batch_rows = len(rows)
-        self.stats.last_write_seconds = time.perf_counter() - started
+        self.stats.last_write_seconds = elapsed
+        self.stats.batch_rows.observe(len(rows))
+        self.stats.write_seconds.observe(elapsed)
         for ack in acks:
             if ack is not None:
                 ack.ack()
@@ -193,9 +222,12 @@ class ClickHouseSink:
     async def _isolate(self, rows: list[bytes], acks: list[Any], reason: str) -> None:
         if len(rows) == 1:
             self.stats.rows_rejected += 1
-            log.error("%s: row rejected by the store: %s", self.table, reason[:500])
             if self.on_rejected is None:
+                log.error("%s: row rejected by the store: %s", self.table, reason[:500])
                 raise StoreRejected(reason)
+            # The store's reason quotes the row, prompt text included when it is stored: the
+            # handler, which knows what the row holds, decides whether to log it.
+            log.error("%s: row rejected by the store; handed to its reject handler", self.table)
             await self.on_rejected(rows[0], reason, acks[0])
             return
         middle = len(rows) // 2

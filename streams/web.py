@@ -1,4 +1,5 @@
-"""The worker's web pages on 127.0.0.1: ``/health``, ``/live`` and a read-only ``/sql`` endpoint.
+"""The worker's web pages on 127.0.0.1: ``/health``, ``/live``, Prometheus ``/metrics`` and a
+read-only ``/sql`` endpoint.
 
 In embedded mode only the worker may open the chDB directory, so ``llmpulse sql`` sends its query
 here while a worker runs. The endpoint accepts one read statement and runs it with
@@ -16,7 +17,9 @@ from typing import Any
 
 import orjson
 from faust.web import View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.prometheus import metrics_registry
 from streams.store import ReadOnlyViolation
 
 MAX_SQL_ROWS = 10_000
@@ -91,6 +94,15 @@ def register_pages(app: Any, runtime: Any) -> None:
         return web.bytes(body, content_type="application/json", status=status)
 
     app.page("/live")(live)
+
+    registry = metrics_registry(runtime)
+
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset in ``content_type``: the full type goes in the header.
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        return web.bytes(generate_latest(registry), headers=headers)
+
+    app.page("/metrics")(metrics)
 
     class SqlView(View):
         async def post(self, request: Any) -> Any:
