@@ -38,19 +38,41 @@ def config() -> None:
 def worker(
     web_port: Annotated[int | None, typer.Option(help="Override LLMPULSE_WEB_PORT.")] = None,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
+    log_format: Annotated[
+        str | None, typer.Option(help="auto, json or text; overrides LLMPULSE_LOG_FORMAT.")
+    ] = None,
 ) -> None:
     """Run a worker: consume llm.calls and llm.feedback into ClickHouse."""
+    import os
+
     import faust
 
     from streams.app import create_app
+    from streams.logging_setup import (
+        RedactionFilter,
+        configure_logging,
+        receiver_secrets,
+        settings_secrets,
+    )
     from streams.topics import ensure_topics
 
+    if log_format not in (None, "auto", "json", "text"):
+        raise typer.BadParameter("must be auto, json or text", param_hint="--log-format")
     settings = _settings()
-    if web_port is not None:
-        settings = settings.model_copy(update={"web_port": web_port})
+    overrides = {"web_port": web_port, "log_format": log_format}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    redaction = RedactionFilter(settings_secrets(settings))
+    logging_config = configure_logging(settings.log_format, loglevel, redaction)
     ensure_topics(settings)
     faust_app = create_app(settings)
-    faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    # Known once the app is built: the checkpoint key (maybe from its file), receiver tokens.
+    runtime = faust_app.llmpulse_runtime  # type: ignore[attr-defined]
+    redaction.add(settings.state_key_bytes().decode())
+    if runtime.alerts is not None:
+        redaction.add(*receiver_secrets(runtime.alerts.rules, os.environ))
+    faust.Worker(
+        faust_app, loglevel=loglevel, quiet=True, logging_config=logging_config
+    ).execute_from_commandline()
 
 
 @db_app.command("migrate")
@@ -99,16 +121,35 @@ def sql(
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="How many sample events to publish.")] = 3000,
-    rate: Annotated[float, typer.Option(help="Events per second.")] = 500.0,
+    scenario: Annotated[
+        str,
+        typer.Option(help="A built-in scenario (e.g. demo, provider_outage) or a YAML file."),
+    ] = "demo",
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Seconds of traffic; default the scenario's (demo: 240)."),
+    ] = None,
+    svg: Annotated[
+        Path | None, typer.Option(help="Also save the final live view as an SVG image.")
+    ] = None,
 ) -> None:
-    """The main job: local Kafka, a worker on embedded ClickHouse, sample traffic, queries."""
+    """The main job: local Kafka, a worker on embedded ClickHouse, live traffic with an incident."""
     from streams.demo import run_demo
+    from streams.simulation.cli import with_duration
+    from streams.simulation.suite import get_scenario
 
     try:
-        run_demo(_settings(), events, rate, console)
+        chosen = get_scenario(scenario)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if duration is not None:
+        chosen = with_duration(chosen, duration)
+    try:
+        run_demo(_settings(), chosen, console, svg=svg)
     except KeyboardInterrupt:
         console.print("interrupted; everything the demo started has been stopped")
+        raise typer.Exit(130) from None
 
 
 def _broker() -> object:

@@ -99,7 +99,18 @@ def default_traffic(rate_per_key: float = 100.0) -> Traffic:
 
 
 def demo_traffic() -> Traffic:
-    """One app on two models at 20 events/s each: light enough to watch live."""
+    """One app on two models at 20 events/s each: light enough to watch live.
+
+    The models are faster than the suite's, so that their p95 latency sits well below the
+    default rules' ``HighLatencyP95`` threshold (2 s, recovering at 1.5 s) in normal traffic.
+    """
+    models = _models()
+    models["gpt-4o-mini"] = dataclasses.replace(
+        models["gpt-4o-mini"], latency=LogNormal(700.0, 0.3), ttft=LogNormal(250.0, 0.3)
+    )
+    models["claude-3-5-haiku"] = dataclasses.replace(
+        models["claude-3-5-haiku"], latency=LogNormal(650.0, 0.3), ttft=LogNormal(300.0, 0.3)
+    )
     app = AppProfile(
         models={"gpt-4o-mini": 20.0, "claude-3-5-haiku": 20.0},
         prompt_id="answer",
@@ -107,7 +118,7 @@ def demo_traffic() -> Traffic:
         scores={"faithfulness": ScoreProfile(0.85, 0.08)},
         feedback=FeedbackProfile(probability=0.05, from_score="faithfulness"),
     )
-    return Traffic(models=_models(), apps={"support-bot": app})
+    return Traffic(models=models, apps={"support-bot": app})
 
 
 def _one(
