@@ -186,6 +186,7 @@ async def _run_live(settings: Settings, scenario: Scenario, console: Console) ->
             # The keys each incident touched, from the same seeded stream.
             state.incidents = await asyncio.to_thread(_labels, scenario, start, run_id)
             live.update(state.render())
+        console.line()
     finally:
         stop.set()
         publishing.cancel()
