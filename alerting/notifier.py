@@ -145,6 +145,11 @@ class Notifier:
                     created_at=now,
                 )
                 self._outbox.put(receiver.pace_key(notification), notification)
+            elif self._outbox.withdraw(group.receiver, key):
+                # A message planned on an earlier state is still queued and none of it is news
+                # now: e.g. its only alert resolved before Slack took it (never announced, so
+                # its resolution is not news). Sent, it would show a firing alert for good.
+                log.info("queued notification of group %s withdrawn: nothing new", key)
             keep = {a.fingerprint for a in plan.resolved} | {
                 a.fingerprint for a in alerts if a.state == AlertState.FIRING
             }

@@ -72,6 +72,18 @@ class Outbox:
         if not queue:
             del self._queues[item.pace_key]
 
+    def withdraw(self, receiver: str, group_key: str) -> bool:
+        """Drop the group's queued notification; True if there was one."""
+        for pace_key, queue in self._queues.items():
+            for item in queue:
+                notification = item.notification
+                if notification.receiver == receiver and notification.group_key == group_key:
+                    queue.remove(item)
+                    if not queue:
+                        del self._queues[pace_key]
+                    return True
+        return False
+
     def pending(self, receiver: str, group_key: str) -> bool:
         return any(
             item.notification.receiver == receiver and item.notification.group_key == group_key

@@ -1,9 +1,10 @@
 """A local stand-in for the Slack Web API, Slack incoming webhooks and a generic JSON webhook.
 
-It records every request and can be told to answer 429 (with Retry-After) or 5xx. Use it as
-an async context manager in tests, or run it: ``python -m tests.slack_standin --port 8099``.
-Control endpoints for end-to-end tests: ``GET /_standin/requests``, ``POST /_standin/fail``
-(JSON: status, count or seconds, retry_after) and ``POST /_standin/reset``.
+It records every request and can be told to answer 429 (with Retry-After) or 5xx, or to be
+slow. Use it as an async context manager in tests, or run it:
+``python -m tests.slack_standin --port 8099``. Control endpoints for end-to-end tests:
+``GET /_standin/requests``, ``POST /_standin/fail`` (JSON: status, count or seconds,
+retry_after; or delay) and ``POST /_standin/reset``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 
+def _wall_clock() -> float:  # in RecordedRequest, `time` names a field, not the module
+    return time.time()
+
+
 @dataclass
 class RecordedRequest:
     method: str
@@ -30,6 +35,8 @@ class RecordedRequest:
     body: Any
     time: float
     status: int = 200
+    wall: float = field(default_factory=_wall_clock)
+    response: Any = None  # the JSON a Web API call answered (e.g. the new message's ts)
 
     @property
     def api_method(self) -> str:
@@ -51,7 +58,9 @@ class SlackStandIn:
     token_prefix: str = "xoxb-"
     requests: list[RecordedRequest] = field(default_factory=list)
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    in_flight: int = 0
     _failure: FailurePlan | None = None
+    _delay: float = 0.0
     _runner: web.AppRunner | None = None
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -64,13 +73,22 @@ class SlackStandIn:
         """Answer every request with ``status`` for ``seconds``."""
         self._failure = FailurePlan(status, None, time.monotonic() + seconds, retry_after)
 
+    def slow(self, delay: float) -> None:
+        """Hold every request ``delay`` seconds before Slack sees it, until `heal`.
+
+        A request whose client went away meanwhile never reaches Slack: it is recorded with
+        status 499 and has no effect, as a request lost on a slow network.
+        """
+        self._delay = delay
+
     def heal(self) -> None:
         self._failure = None
+        self._delay = 0.0
 
     def reset(self) -> None:
         self.requests.clear()
         self.messages.clear()
-        self._failure = None
+        self.heal()
 
     def calls(self, api_method: str) -> list[RecordedRequest]:
         """Accepted Web API calls of one method, e.g. ``chat.postMessage``."""
@@ -177,11 +195,32 @@ class SlackStandIn:
             return channel
         return "C" + hashlib.sha1(channel.encode()).hexdigest()[:8].upper()
 
+    async def _arrived(self, request: web.Request, recorded: RecordedRequest) -> bool:
+        """Wait out the configured delay; False if the client is gone by then."""
+        if self._delay <= 0:
+            return True
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self._delay)
+        finally:
+            self.in_flight -= 1
+        if request.transport is None or request.transport.is_closing():
+            recorded.status = 499
+            return False
+        return True
+
     async def _api(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
+        if not await self._arrived(request, recorded):
+            return web.Response(status=499)
         failure = self._injected_failure(recorded, api=True)
         if failure is not None:
             return failure
+        response = await self._answer(request, recorded)
+        recorded.response = json.loads(response.body) if isinstance(response.body, bytes) else None
+        return response
+
+    async def _answer(self, request: web.Request, recorded: RecordedRequest) -> web.Response:
         if not request.headers.get("Authorization", "").startswith(f"Bearer {self.token_prefix}"):
             recorded.status = 401
             return web.json_response({"ok": False, "error": "not_authed"})
@@ -222,6 +261,8 @@ class SlackStandIn:
 
     async def _webhook(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
+        if not await self._arrived(request, recorded):
+            return web.Response(status=499)
         failure = self._injected_failure(recorded, api=False)
         if failure is not None:
             return failure
@@ -234,6 +275,8 @@ class SlackStandIn:
 
     async def _generic(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
+        if not await self._arrived(request, recorded):
+            return web.Response(status=499)
         failure = self._injected_failure(recorded, api=False)
         return failure or web.json_response({"status": "accepted"})
 
@@ -242,6 +285,9 @@ class SlackStandIn:
 
     async def _configure_failure(self, request: web.Request) -> web.Response:
         spec = await request.json()
+        if "delay" in spec:
+            self.slow(float(spec["delay"]))
+            return web.json_response({"ok": True})
         status, retry_after = int(spec.get("status", 429)), spec.get("retry_after")
         if "seconds" in spec:
             self.fail_for(float(spec["seconds"]), status, retry_after)

@@ -7,9 +7,7 @@ original is edited.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ import orjson
 import pytest
 
 from tests.events import valid_call
+from tests.integration.alert_e2e_support import slack_standin
 from tests.integration.conftest import produce, wait_until
 from tests.slack_standin import SlackStandIn
 
@@ -58,18 +57,8 @@ receivers:
 
 @pytest.fixture
 def standin() -> Iterator[SlackStandIn]:
-    """The Slack stand-in on its own event loop thread, for a worker in another process."""
-    loop = asyncio.new_event_loop()
-    server = SlackStandIn()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-    try:
+    with slack_standin() as server:
         yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _call(i: int, ts: float, error: bool, rng: random.Random) -> bytes:
