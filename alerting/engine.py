@@ -76,6 +76,9 @@ class AlertEngine:
         }
         self._instances: dict[str, dict[str, AlertInstance]] = {rid: {} for rid in self._rules}
         self._last_timed_eval: dict[str, datetime] = {}
+        # Instances a timer may move between a rule's timed evaluations (pending, or firing
+        # with the condition gone): ticks in between look at these only, not every key.
+        self._hot: dict[str, set[str]] = {rid: set() for rid in self._rules}
 
     @property
     def tick_interval(self) -> timedelta:
@@ -162,9 +165,18 @@ class AlertEngine:
         for rule_id, compiled in self._rules.items():
             last = self._last_timed_eval.get(rule_id)
             timed = last is None or now - last >= compiled.interval
+            instances = self._instances[rule_id]
+            hot = self._hot[rule_id]
             if timed:
                 self._last_timed_eval[rule_id] = now
-            for key, inst in list(self._instances[rule_id].items()):
+                keys = list(instances)
+            else:
+                keys = list(hot)
+            for key in keys:
+                inst = instances.get(key)
+                if inst is None:
+                    hot.discard(key)
+                    continue
                 if timed:
                     self._check_data(compiled, inst, now, out)
                 held = inst.no_data and compiled.rule.no_data == "keep"
@@ -172,8 +184,11 @@ class AlertEngine:
                     self._step(compiled, inst, True, now, out)
                 elif inst.state == AlertState.FIRING and inst.condition_false_since is not None:
                     self._step(compiled, inst, False, now, out)
-                if self._evictable(compiled, inst, now):
-                    del self._instances[rule_id][key]
+                if inst.state not in (AlertState.PENDING, AlertState.FIRING):
+                    hot.discard(key)
+                if timed and self._evictable(compiled, inst, now):
+                    del instances[key]
+                    hot.discard(key)
         return out
 
     def _check_data(
@@ -233,6 +248,7 @@ class AlertEngine:
     ) -> None:
         rule = compiled.rule
         inst.condition = condition
+        self._hot[compiled.rule_id].add(inst.fingerprint)
         if condition:
             inst.condition_false_since = None
             previous = inst.state
@@ -325,6 +341,7 @@ class AlertEngine:
             compiled = self._rules.get(inst.rule_id)
             if compiled is not None:
                 self._instances[inst.rule_id][inst.fingerprint] = inst
+                self._hot[inst.rule_id].add(inst.fingerprint)
             elif inst.state == AlertState.FIRING:
                 group = inst.rule_id.split("/", 1)[0]
                 orphan = CompiledRule.build(group, timedelta(0), _orphan(inst))

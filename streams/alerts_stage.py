@@ -82,7 +82,7 @@ class AlertsStage:
         sink: RowSink,
         *,
         clock: Clock = utc_now,
-        tick_period_s: float = 1.0,
+        tick_period_s: float = 0.25,
         delivery_period_s: float = 0.2,
         checkpoint_interval_s: float = 5.0,
     ) -> None:
