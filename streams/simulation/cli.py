@@ -8,13 +8,17 @@ import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 
 from streams.simulation.scenario import Scenario
+
+if TYPE_CHECKING:
+    from streams.simulation.evaluate import ScoringRules
+    from streams.simulation.worker_mode import WorkerEval
 
 __all__ = ["register", "with_duration", "with_total_rate"]
 
@@ -131,7 +135,9 @@ def evaluate(
     offline: Annotated[
         bool,
         typer.Option(
-            "--offline/--worker", help="Run the detectors in-process (the worker mode is to come)."
+            "--offline/--worker",
+            help="Run the detectors in-process, or through a real worker started per scenario "
+            "(needs a broker: LLMPULSE_KAFKA_BOOTSTRAP or --bootstrap).",
         ),
     ] = True,
     seeds: Annotated[
@@ -144,6 +150,16 @@ def evaluate(
     hold: Annotated[
         float, typer.Option(help="Seconds a (key, signal) alert keeps firing, for NAB.")
     ] = 1800.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="--worker: Kafka bootstrap servers.")
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="--worker: keep the workers' data and logs here (default: a temp dir)."),
+    ] = None,
+    keep_topics: Annotated[
+        bool, typer.Option(help="--worker: keep each run's topics instead of deleting them.")
+    ] = False,
 ) -> None:
     """Score our detectors and a static-threshold baseline on scenarios with known incidents."""
     from streams.simulation.evaluate import ScoringRules
@@ -152,9 +168,6 @@ def evaluate(
     from streams.simulation.runner import evaluate_suite
     from streams.simulation.suite import SCENARIOS, get_suite, with_seeds
 
-    if not offline:
-        console.print("[red]error:[/red] --worker is not available yet; use --offline")
-        raise typer.Exit(2)
     if scenario:
         scenarios = [_load(name) for name in scenario]
     else:
@@ -164,21 +177,79 @@ def evaluate(
             console.print(f"[red]error:[/red] {exc}; built-in scenarios: {', '.join(SCENARIOS)}")
             raise typer.Exit(2) from exc
     scenarios = with_seeds(scenarios, seeds)
-    console.print(f"evaluating {len(scenarios)} scenario(s) with {jobs} job(s) ...")
-    report = evaluate_suite(
-        scenarios,
-        jobs=jobs,
-        rules=ScoringRules(hold_s=hold),
-        progress=lambda name: console.print(f"  {name} done"),
-    )
-    print_report(report, Console())
+    rules = ScoringRules(hold_s=hold)
     command = "llmpulse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if offline:
+        console.print(f"evaluating {len(scenarios)} scenario(s) with {jobs} job(s) ...")
+        report = evaluate_suite(
+            scenarios,
+            jobs=jobs,
+            rules=rules,
+            progress=lambda name: console.print(f"  {name} done"),
+        )
+        print_report(report, Console())
+        body, text = to_json(report), to_markdown(report, command)
+    else:
+        from streams.simulation.worker_mode import runs_markdown
+
+        result = _evaluate_worker(scenarios, rules, bootstrap, workdir, keep_topics)
+        report = result.report
+        body = result.to_json()
+        text = to_markdown(report, command) + "\n" + runs_markdown(result.runs)
     if output is not None:
-        output.write_bytes(orjson.dumps(to_json(report), option=orjson.OPT_INDENT_2))
+        output.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
     if markdown is not None:
-        markdown.write_text(to_markdown(report, command), encoding="utf-8")
+        markdown.write_text(text, encoding="utf-8")
     if labels is not None:
         write_labels(labels, report.labels)
+
+
+def _evaluate_worker(
+    scenarios: list[Scenario],
+    rules: ScoringRules,
+    bootstrap: str | None,
+    workdir: Path | None,
+    keep_topics: bool,
+) -> WorkerEval:
+    """``eval --worker``: one worker per scenario, one scenario at a time (``--jobs`` unused)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from streams.config import Settings
+    from streams.simulation.report import print_report
+    from streams.simulation.worker_mode import RUN_COLUMNS, evaluate_suite_worker, run_cells
+    from streams.simulation.worker_process import WorkerFailed, broker_reachable
+
+    settings = Settings()
+    if bootstrap is not None:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    problem = broker_reachable(settings)
+    if problem is not None:
+        console.print(
+            f"[red]error:[/red] no Kafka broker answers at {settings.kafka_bootstrap} "
+            f"({problem}); start one with `llmpulse kafka start` or set LLMPULSE_KAFKA_BOOTSTRAP"
+        )
+        raise typer.Exit(2)
+    events = sum(s.traffic.total_rate * s.duration_s for s in scenarios)
+    console.print(
+        f"evaluating {len(scenarios)} scenario(s), about {events:,.0f} calls, through a worker "
+        f"each, against {settings.kafka_bootstrap} ..."
+    )
+    try:
+        result = evaluate_suite_worker(
+            scenarios, settings, rules=rules, workdir=workdir, keep_topics=keep_topics,
+            progress=console.print,
+        )  # fmt: skip
+    except WorkerFailed as exc:  # its message ends with the worker's log, not rich markup
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    out = Console()
+    print_report(result.report, out)
+    table = Table(*RUN_COLUMNS, title="worker runs")
+    for run in result.runs:
+        table.add_row(*run_cells(run))
+    out.print(table)
+    return result
 
 
 def register(app: typer.Typer) -> None:

@@ -54,6 +54,8 @@ class StreamRecord:
     labels: list[IncidentLabel]
     key_offsets: dict[Key, array[float]] = field(default_factory=dict)
     """Event time of every event of every key, in order."""
+    key_indices: dict[Key, array[int]] = field(default_factory=dict)
+    """Stream index of every event of every key, in order (to place a worker's detections)."""
 
 
 class Method(Protocol):
@@ -142,13 +144,16 @@ def run_scenario(
     """Generate the stream once, feed it to every method, return the record and the alarms."""
     recorder = LabelRecorder(scenario, start, key_sets)
     offsets: dict[Key, array[float]] = {}
+    indices: dict[Key, array[int]] = {}
     for event in generate(scenario, start):
         keys = recorder.observe(event)
         for key_set, key, _ in keys:
             slot = offsets.get((key_set, key))
             if slot is None:
                 slot = offsets[(key_set, key)] = array("d")
+                indices[(key_set, key)] = array("q")
             slot.append(event.offset_s)
+            indices[(key_set, key)].append(event.index)
         features, categorical = features_of(event)
         for method in methods:
             method.observe(event, features, categorical, keys)
@@ -158,5 +163,6 @@ def run_scenario(
         duration_s=scenario.duration_s,
         labels=recorder.labels(),
         key_offsets=offsets,
+        key_indices=indices,
     )
     return stream, {method.name: method.alarms(stream) for method in methods}

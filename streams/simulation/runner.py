@@ -27,7 +27,15 @@ from streams.simulation.labels import IncidentLabel
 from streams.simulation.offline import DetectorMethod, Method, evaluation_configs, run_scenario
 from streams.simulation.scenario import Scenario
 
-__all__ = ["DEFAULT_START", "EvalReport", "MethodReport", "TargetCheck", "evaluate_suite"]
+__all__ = [
+    "DEFAULT_START",
+    "EvalReport",
+    "MethodReport",
+    "TargetCheck",
+    "build_report",
+    "evaluate_suite",
+    "offline_methods",
+]
 
 DEFAULT_START = datetime(2025, 1, 6, tzinfo=UTC)
 """Simulated clock start of offline runs (a Monday, 00:00 UTC): results do not depend on now."""
@@ -66,9 +74,10 @@ class EvalReport:
     labels: tuple[IncidentLabel, ...]
 
 
-def _methods(
+def offline_methods(
     configs: dict[str, DetectorConfig] | None, thresholds: StaticThresholds, settle_s: float
 ) -> list[Method]:
+    """Our detectors (`evaluation_configs` unless ``configs``) and the static baseline."""
     return [
         DetectorMethod(configs or evaluation_configs()),
         StaticThresholdMethod(thresholds, settle_s=settle_s),
@@ -82,7 +91,7 @@ def _run_one(
     rules: ScoringRules,
     start: datetime,
 ) -> tuple[list[ScenarioScore], list[IncidentLabel]]:
-    methods = _methods(configs, thresholds, rules.settle_s)
+    methods = offline_methods(configs, thresholds, rules.settle_s)
     stream, alarms = run_scenario(scenario, methods, start)
     scores = [score_scenario(stream, alarms[m.name], m.name, rules) for m in methods]
     return scores, stream.labels
@@ -146,7 +155,15 @@ def evaluate_suite(
                 results.append(future.result())
                 if progress:
                     progress(scenario.name)
-    elapsed = time.perf_counter() - started
+    return build_report(scenarios, results, time.perf_counter() - started)
+
+
+def build_report(
+    scenarios: Sequence[Scenario],
+    results: Sequence[tuple[Sequence[ScenarioScore], Sequence[IncidentLabel]]],
+    seconds: float,
+) -> EvalReport:
+    """Summarise per-scenario scores (the same methods, in the same order, for every scenario)."""
     big = {
         i.id
         for s in scenarios
@@ -164,7 +181,7 @@ def evaluate_suite(
     return EvalReport(
         suite=tuple(s.name for s in scenarios),
         events=sum(scores[0].n_events for scores, _ in results),
-        seconds=elapsed,
+        seconds=seconds,
         methods=tuple(reports),
         labels=tuple(label for _, labels in results for label in labels),
     )

@@ -44,7 +44,10 @@ def test_eval_one_scenario_file_writes_json_markdown_and_labels(tmp_path: Path) 
 
 def test_bad_arguments_exit_2() -> None:
     runner = CliRunner()
-    assert runner.invoke(app(), ["eval", "--worker"]).exit_code == 2
+    # Nothing listens on port 1: worker mode stops before generating anything.
+    no_broker = runner.invoke(app(), ["eval", "--worker", "--bootstrap", "127.0.0.1:1"])
+    assert no_broker.exit_code == 2
+    assert "no Kafka broker answers at 127.0.0.1:1" in no_broker.output
     assert runner.invoke(app(), ["eval", "--scenario", "nope"]).exit_code == 2
     assert runner.invoke(app(), ["eval", "--suite", "nope"]).exit_code == 2
     assert runner.invoke(app(), ["simulate", "--scenario", "nope"]).exit_code == 2
