@@ -30,6 +30,7 @@ from streams.rows import (
     FEEDBACK_COLUMNS,
     METRIC_COLUMNS,
 )
+from streams.rows_topic import RowsTopicStore
 from streams.silences_topic import KafkaSilenceStore
 from streams.sink import ClickHouseSink, RetryPolicy
 from streams.store import ClickHouseStore
@@ -62,14 +63,22 @@ def _credentials(settings: Settings, options: dict[str, Any]) -> Any:
 
 
 class Runtime(Service):
-    """Owns the store and the sinks; starts before the agents consume and flushes on stop."""
+    """Owns the store and the sinks; starts before the agents consume and flushes on stop.
+
+    With ``sink_target=kafka`` the store is the rows topic: every sink publishes its batches there
+    for `llmpulse writer`, and this worker never opens ClickHouse.
+    """
 
     def __init__(
         self, app: faust.App, settings: Settings, client_options: dict[str, Any], **kwargs: Any
     ) -> None:
         self.app = app
         self.settings = settings
-        self.store = ClickHouseStore(settings.clickhouse_dsn, settings.clickhouse_database)
+        self.store: ClickHouseStore | RowsTopicStore
+        if settings.sink_target == "kafka":
+            self.store = RowsTopicStore.connect(settings, client_options)
+        else:
+            self.store = ClickHouseStore(settings.clickhouse_dsn, settings.clickhouse_database)
         retry = RetryPolicy(settings.sink_retry_initial_s, settings.sink_retry_max_s)
         sink_options: dict[str, Any] = {
             "batch_rows": settings.sink_batch_rows,
@@ -191,17 +200,10 @@ class Runtime(Service):
         )
 
     async def on_start(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                applied = await self.store.run(migrate, self.store, self.settings.calls_ttl_days)
-                break
-            except Exception as exc:  # the store may be starting up; keep trying
-                log.warning("migrations failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        if applied:
-            log.info("applied migrations %s", applied)
+        if isinstance(self.store, RowsTopicStore):
+            await self.store.start()  # no migrations: the writer owns the store
+        else:
+            await self._migrate(self.store)
         await self.dlq_topic.maybe_declare()
         await self.checkpoints.start()
         for sink in self.sinks:
@@ -214,6 +216,19 @@ class Runtime(Service):
         if self.detections is not None:
             self.add_future(self._ticker(self.detections.tick, 0.25))
         self.ready.set()
+
+    async def _migrate(self, store: ClickHouseStore) -> None:
+        delay = 0.5
+        while True:
+            try:
+                applied = await store.run(migrate, store, self.settings.calls_ttl_days)
+                break
+            except Exception as exc:  # the store may be starting up; keep trying
+                log.warning("migrations failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if applied:
+            log.info("applied migrations %s", applied)
 
     async def _ticker(self, tick: Callable[[], Awaitable[None]], period: float) -> None:
         while not self.should_stop:

@@ -75,6 +75,26 @@ def worker(
     ).execute_from_commandline()
 
 
+@app.command()
+def writer(
+    web_port: Annotated[int | None, typer.Option(help="Override LLMPULSE_WEB_PORT.")] = None,
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
+) -> None:
+    """Own the store for workers with LLMPULSE_SINK_TARGET=kafka: store the rows of llm.rows."""
+    import asyncio
+
+    from streams.logging_setup import RedactionFilter, configure_logging, settings_secrets
+    from streams.topics import ensure_topics, writer_topics
+    from streams.writer import run_writer
+
+    settings = _settings()
+    if web_port is not None:
+        settings = settings.model_copy(update={"web_port": web_port})
+    configure_logging(settings.log_format, loglevel, RedactionFilter(settings_secrets(settings)))
+    ensure_topics(settings, writer_topics(settings))
+    raise typer.Exit(asyncio.run(run_writer(settings)))
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending schema migrations (workers also do this at start)."""

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     sink_max_pending_batches: int = Field(default=2, ge=1)
     sink_retry_initial_s: float = Field(default=0.2, gt=0)
     sink_retry_max_s: float = Field(default=10.0, gt=0)
+    sink_target: Literal["store", "kafka"] = Field(
+        default="store",
+        description="store: each worker inserts into ClickHouse; kafka: workers publish their "
+        "row batches to topic_rows and one `llmpulse writer` stores them (docs/deployment.md).",
+    )
+    topic_rows: str = Field(
+        default="llm.rows",
+        description="Row batches from workers to the writer (sink_target=kafka).",
+    )
 
     # Validation and text handling
     max_event_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -21,13 +21,25 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.store import ClickHouseStore, StoreRejected, StoreUnavailable
+from streams.store import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 class Ackable(Protocol):
     def ack(self) -> Any: ...
+
+
+class BatchStore(Protocol):
+    """Where a sink writes: `streams.store.ClickHouseStore`, or `streams.rows_topic.RowsTopicStore`
+    (the batches go to Kafka for the writer). The sink awaits
+    ``store.run(store.insert_json_rows, table, columns, body, token)``."""
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
+
+    def insert_json_rows(
+        self, table: str, columns: Sequence[str], body: bytes, dedup_token: str | None = None
+    ) -> Any: ...
 
 
 RejectHandler = Callable[[bytes, str, Any], Awaitable[None]]
@@ -93,7 +105,7 @@ class ClickHouseSink:
 
     def __init__(
         self,
-        store: ClickHouseStore,
+        store: BatchStore,
         table: str,
         columns: Sequence[str],
         *,

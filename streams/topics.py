@@ -21,7 +21,7 @@ STATE_TOPIC_CONFIG = {
 
 
 def worker_topics(settings: Settings) -> tuple[str, ...]:
-    return (
+    topics: tuple[str, ...] = (
         settings.topic_calls,
         settings.topic_feedback,
         settings.topic_dlq,
@@ -31,6 +31,19 @@ def worker_topics(settings: Settings) -> tuple[str, ...]:
         settings.topic_silences,
         settings.topic_state,
     )
+    if settings.sink_target == "kafka":
+        topics += (settings.topic_rows,)
+    return topics
+
+
+def rows_dlq_topic(settings: Settings) -> str:
+    """Where the writer sends rows the store refuses: ``<topic_rows>.dlq``, framed like
+    ``topic_rows`` so that they can be replayed into it once the cause is fixed."""
+    return f"{settings.topic_rows}.dlq"
+
+
+def writer_topics(settings: Settings) -> tuple[str, ...]:
+    return (settings.topic_rows, rows_dlq_topic(settings))
 
 
 def _new_topic(settings: Settings, name: str) -> Any:

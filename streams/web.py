@@ -4,6 +4,8 @@ read-only ``/sql`` endpoint.
 In embedded mode only the worker may open the chDB directory, so ``llmpulse sql`` sends its query
 here while a worker runs. The endpoint accepts one read statement and runs it with
 ``readonly=2``: the engine itself refuses writes and DDL even if the text check were fooled.
+A worker with ``sink_target=kafka`` has no store: its ``/sql`` answers 409 and names the writer,
+which serves the same endpoint (`streams.writer`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.prometheus import metrics_registry
-from streams.store import ReadOnlyViolation
+from streams.store import ClickHouseStore, ReadOnlyViolation
 
 MAX_SQL_ROWS = 10_000
 
@@ -49,6 +51,37 @@ def encode_result(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> byte
         default=_default,
         option=orjson.OPT_NON_STR_KEYS,
     )
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+async def answer_sql(store: ClickHouseStore, request_body: bytes) -> tuple[bytes, int]:
+    """Run ``{"query": "SELECT ..."}`` read-only; return the JSON answer and its HTTP status."""
+    try:
+        payload = orjson.loads(request_body)
+    except orjson.JSONDecodeError:
+        payload = None
+    query = payload.get("query") if isinstance(payload, dict) else None
+    if not isinstance(query, str):
+        return b'{"error": "POST {\\"query\\": \\"SELECT ...\\"}"}', 400
+    try:
+        result = await store.run(partial(store.query, query, read_only=True))
+    except ReadOnlyViolation as exc:
+        return _error(f"read-only endpoint: {exc}"), 403
+    except Exception as exc:
+        return _error(str(exc)[:4000]), 400
+    return encode_result(result.columns, result.rows), 200
+
+
+def no_store_answer(topic_rows: str) -> tuple[bytes, int]:
+    """The ``/sql`` answer of a worker that hands its rows to the writer."""
+    message = (
+        f"this worker has no store: it publishes its rows to {topic_rows} and `llmpulse writer` "
+        "stores them; query the writer (its LLMPULSE_WEB_PORT) instead"
+    )
+    return _error(message), 409
 
 
 def register_pages(app: Any, runtime: Any) -> None:
@@ -106,27 +139,11 @@ def register_pages(app: Any, runtime: Any) -> None:
 
     class SqlView(View):
         async def post(self, request: Any) -> Any:
-            try:
-                payload = orjson.loads(await request.read())
-            except orjson.JSONDecodeError:
-                payload = None
-            query = payload.get("query") if isinstance(payload, dict) else None
-            if not isinstance(query, str):
-                return self.bytes(
-                    b'{"error": "POST {\\"query\\": \\"SELECT ...\\"}"}',
-                    content_type="application/json",
-                    status=400,
-                )
-            store = runtime.store
-            try:
-                result = await store.run(partial(store.query, query, read_only=True))
-            except ReadOnlyViolation as exc:
-                err = orjson.dumps({"error": f"read-only endpoint: {exc}"})
-                return self.bytes(err, content_type="application/json", status=403)
-            except Exception as exc:
-                err = orjson.dumps({"error": str(exc)[:4000]})
-                return self.bytes(err, content_type="application/json", status=400)
-            body = encode_result(result.columns, result.rows)
-            return self.bytes(body, content_type="application/json")
+            settings = runtime.settings
+            if settings.sink_target == "kafka":
+                body, status = no_store_answer(settings.topic_rows)
+            else:
+                body, status = await answer_sql(runtime.store, await request.read())
+            return self.bytes(body, content_type="application/json", status=status)
 
     app.page("/sql")(SqlView)
