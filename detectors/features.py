@@ -13,13 +13,33 @@ OK_STATUSES = frozenset({"ok", "success", "succeeded", "completed"})
 REFUSAL_FINISH_REASONS = frozenset({"content_filter", "refusal"})
 
 
-def _get(call: Any, name: str) -> Any:
-    if isinstance(call, Mapping):
-        return call.get(name)
-    return getattr(call, name, None)
+# Read in one go, in this order: a mapping's `get` or an object's attributes.
+_FIELDS = (
+    "latency_ms",
+    "ttft_ms",
+    "output_tokens",
+    "cost_usd",
+    "status",
+    "error_type",
+    "finish_reason",
+    "scores",
+    "feedback",
+    "model",
+)
+_NUMERIC = ("latency", "ttft", "output_tokens", "cost")
+
+
+def _fields(call: Any) -> list[Any]:
+    # One isinstance check per call: Mapping is an ABC, and its check is not free.
+    if isinstance(call, (dict, Mapping)):
+        get = call.get
+        return [get(name) for name in _FIELDS]
+    return [getattr(call, name, None) for name in _FIELDS]
 
 
 def _number(value: Any) -> float | None:
+    if type(value) is float:  # the common case, what float() would return
+        return value if math.isfinite(value) else None
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -56,34 +76,29 @@ def extract_features(call: Any) -> tuple[dict[str, float], dict[str, str]]:
     {'model': 'gpt-4o-mini'}
 
     """
+    values = _fields(call)
     features: dict[str, float] = {}
-    for name, attribute in (
-        ("latency", "latency_ms"),
-        ("ttft", "ttft_ms"),
-        ("output_tokens", "output_tokens"),
-        ("cost", "cost_usd"),
-    ):
-        if (value := _number(_get(call, attribute))) is not None:
+    for name, raw in zip(_NUMERIC, values, strict=False):  # the first four
+        if (value := _number(raw)) is not None:
             features[name] = value
 
-    status, error_type = _get(call, "status"), _get(call, "error_type")
+    status, error_type, finish_reason, scores, feedback, model = values[4:]
     if status is not None:
         features["error"] = float(str(status).lower() not in OK_STATUSES)
     elif error_type is not None:
         features["error"] = 1.0
-    finish_reason = _get(call, "finish_reason")
     if finish_reason is not None:
         features["refusal"] = float(str(finish_reason).lower() in REFUSAL_FINISH_REASONS)
 
-    for prefix, attribute in (("score", "scores"), ("feedback", "feedback")):
-        scores = _get(call, attribute)
-        if isinstance(scores, Mapping):
-            for name, raw in scores.items():
+    for prefix, named in (("score.", scores), ("feedback.", feedback)):
+        if type(named) is dict or isinstance(named, Mapping):
+            for name, raw in named.items():
                 if (value := _number(raw)) is not None:
-                    features[f"{prefix}.{name}"] = value
+                    features[f"{prefix}{name}"] = value
 
     categorical: dict[str, str] = {}
-    for name in ("model", "error_type"):
-        if (value := _get(call, name)) is not None and value != "":
-            categorical[name] = str(value)
+    if model is not None and model != "":
+        categorical["model"] = str(model)
+    if error_type is not None and error_type != "":
+        categorical["error_type"] = str(error_type)
     return features, categorical

@@ -16,6 +16,7 @@ __all__ = ["HalfSpaceTreesDetector", "HalfSpaceTreesScorer", "QuantileThreshold"
 # Standardized features are mapped onto the trees' range [-LIMIT, LIMIT]; beyond it a
 # value simply lands in the outermost cell.
 _LIMIT = 4.0
+_isfinite = math.isfinite
 
 
 class HalfSpaceTreesScorer:
@@ -71,18 +72,18 @@ class HalfSpaceTreesScorer:
             seed=seed,
         )
 
-    def _scaled(self, x: Mapping[str, float]) -> dict[str, float]:
-        scaled: dict[str, float] = self._scaler.transform_one(
-            {k: x[k] for k in self.features if k in x}
-        )
-        return scaled
-
     def score_one(self, x: Mapping[str, float]) -> float:
         """Anomaly score in [0, 1]; 0 until a first window has been learned."""
-        return float(self._trees.score_one(self._scaled(x)))
+        return self._score_known({k: x[k] for k in self.features if k in x})
 
     def learn_one(self, x: Mapping[str, float]) -> None:
-        known = {k: x[k] for k in self.features if k in x}
+        self._learn_known({k: x[k] for k in self.features if k in x})
+
+    # The detector picks the known features once per call for both of these.
+    def _score_known(self, known: dict[str, float]) -> float:
+        return float(self._trees.score_one(self._scaler.transform_one(known)))
+
+    def _learn_known(self, known: dict[str, float]) -> None:
         self._scaler.learn_one(known)
         self._trees.learn_one(self._scaler.transform_one(known))
 
@@ -202,20 +203,22 @@ class HalfSpaceTreesDetector(SignalDetector):
 
     def update(self, x: Mapping[str, float]) -> Detection | None:
         """Score, judge and (if not anomalous) learn one call's features."""
-        x = {k: v for k, v in x.items() if math.isfinite(v)}
-        if not x:
-            return None
+        scorer = self._scorer
+        # The finite values of the scorer's features, in its order (what it would pick).
+        known = {k: v for k in scorer.features if k in x and _isfinite(v := x[k])}
+        if not known and not any(_isfinite(v) for v in x.values()):
+            return None  # no finite value at all
         self._n_seen += 1
-        if self._n_seen <= self._scorer.window_size:
+        if self._n_seen <= scorer.window_size:
             # Scores are all 0 until the trees have learned a first window.
-            self._scorer.learn_one(x)
+            scorer._learn_known(known)
             return None
-        score = self._scorer.score_one(x)
+        score = scorer._score_known(known)
         anomalous = self._threshold.classify(score)
         self.last_score, self.last_anomalous = score, anomalous
         self._threshold.update(score)
         if not anomalous:
-            self._scorer.learn_one(x)
+            scorer._learn_known(known)
         detection = self._rate.update(float(anomalous))
         if detection is None or self._n_seen <= self._warm_up:
             return None

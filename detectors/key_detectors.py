@@ -157,13 +157,27 @@ class DetectorConfig:
 
     def template_for(self, signal: str) -> SignalConfig | None:
         """The configuration of ``signal``, or ``None`` if it is not monitored."""
-        if signal in self.signals:
-            return self.signals[signal]
+        if (config := self.signals.get(signal)) is not None:
+            return config
         if signal.startswith("score."):
             return self.score
         if signal.startswith("feedback."):
             return self.feedback
         return None
+
+    def transform(self, features: Mapping[str, float]) -> dict[str, float]:
+        """``features`` as their detectors see them (``SignalConfig.forward``), in order.
+
+        Names that are not monitored pass unchanged (a :class:`KeyDetectors` counts them as
+        ignored). The result depends only on ``signals``, ``score`` and ``feedback``, so
+        keys whose configurations share those can share it (see
+        :meth:`KeyDetectors.update_transformed`).
+        """
+        out: dict[str, float] = {}
+        for name, raw in features.items():
+            config = self.template_for(name)
+            out[name] = raw if config is None else config.forward(raw)
+        return out
 
 
 class KeyDetectors:
@@ -172,6 +186,8 @@ class KeyDetectors:
     Fixed signals are created up front; ``score.*`` and ``feedback.*`` detectors are
     created the first time a name is seen, up to ``config.max_score_names`` each.
     The whole object pickles (for checkpoints) and restores without re-learning.
+    ``update_transformed`` takes features already transformed, for callers that update
+    several keys with one call's features.
 
     Examples
     --------
@@ -212,27 +228,36 @@ class KeyDetectors:
         self, features: Mapping[str, float], *, categorical: Mapping[str, str] | None = None
     ) -> list[Detection]:
         """Update every detector concerned by one call; return what they detected."""
+        return self.update_transformed(self.config.transform(features), categorical=categorical)
+
+    def update_transformed(
+        self, transformed: Mapping[str, float], *, categorical: Mapping[str, str] | None = None
+    ) -> list[Detection]:
+        """``update`` given ``config.transform(features)``, which several keys may share.
+
+        The worker updates a call's key in every key set: it transforms the call's features
+        once for all of them. ``transformed`` is not modified.
+        """
         self.n_seen += 1
         detections: list[Detection] = []
-        transformed: dict[str, float] = {}
-        for name, raw in features.items():
-            detector = self._univariate.get(name) or self._create(name)
-            if detector is None:
-                continue
-            signal_config = self.config.template_for(name)
-            assert signal_config is not None  # _create returned a detector for it
-            x = signal_config.forward(raw)
-            transformed[name] = x
-            if (detection := detector.update(x)) is not None:
+        univariate = self._univariate
+        for name, x in transformed.items():
+            detector = univariate.get(name) or self._create(name)
+            if detector is not None and (detection := detector.update(x)) is not None:
+                signal_config = self.config.template_for(name)
+                assert signal_config is not None  # _create returned a detector for it
                 detections.append(signal_config.backward(detection))
         if self._anomaly is not None:
+            # Every anomaly feature is a fixed signal, so it has its detector.
             point = {k: transformed[k] for k in self.config.anomaly_features if k in transformed}
             if point and (detection := self._anomaly.update(point)) is not None:
                 detections.append(detection)
-        for name, value in (categorical or {}).items():
-            new_value = self._new_values.get(name)
-            if new_value is not None and (detection := new_value.update(value)) is not None:
-                detections.append(detection)
+        if categorical:
+            new_values = self._new_values
+            for name, value in categorical.items():
+                new_value = new_values.get(name)
+                if new_value is not None and (detection := new_value.update(value)) is not None:
+                    detections.append(detection)
         return detections
 
     def update_call(self, call: Any) -> list[Detection]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import pickle
 import time
 from collections import Counter, OrderedDict
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectors import Detection, DetectorConfig, KeyDetectors, ParamValue, extract_features
+from schemas import LLMCall
 from streams.metrics import DEFAULT_KEY_SETS, DIMENSIONS, key_set_name
 
 __all__ = [
@@ -115,8 +117,14 @@ class DetectionRecord:
 class _KeySet:
     name: str
     dimensions: tuple[str, ...]
-    getters: tuple[int, ...]  # positions in the stage's union of dimensions
+    key_of: Callable[[list[Any]], tuple[Any, ...]]  # the key from the union's values
     config: DetectorConfig
+
+
+def _key_of(positions: tuple[int, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    """The values at ``positions`` as a tuple (itemgetter of one position gives the value)."""
+    getter = operator.itemgetter(*positions)
+    return getter if len(positions) > 1 else lambda values: (getter(values),)
 
 
 class _Partition:
@@ -180,7 +188,7 @@ class DetectionsStage:
             _KeySet(
                 key_set_name(key_set),
                 key_set,
-                tuple(self._dimension_names.index(d) for d in key_set),
+                _key_of(tuple(self._dimension_names.index(d) for d in key_set)),
                 config if key_set == hst_key_set else univariate,
             )
             for key_set in key_sets
@@ -223,17 +231,18 @@ class DetectionsStage:
         started = time.perf_counter()
         part.offset = offset
         self.calls_counted += 1
-        features, categorical = extract_features(call)
+        # An LLMCall's fields are its __dict__: no costly AttributeError for `feedback` (7 µs).
+        features, categorical = extract_features(call.__dict__ if type(call) is LLMCall else call)
+        # Every key set's config has the same signals (only anomaly_features differ).
+        transformed = self.config.transform(features)
         # An empty value counts as missing, as in the metrics.
-        values: tuple[Any, ...] = tuple(
-            getattr(call, d, None) or None for d in self._dimension_names
-        )
+        values = [getattr(call, d, None) or None for d in self._dimension_names]
         for ks in self._key_sets:
-            key: tuple[str, ...] = tuple(values[i] for i in ks.getters)
+            key: tuple[str, ...] = ks.key_of(values)
             if None in key:
                 continue
             detectors = self._detectors(part, (ks.name, key), ks.config)
-            for detection in detectors.update(features, categorical=categorical):
+            for detection in detectors.update_transformed(transformed, categorical=categorical):
                 self._pending.append(self._record(ks, key, detection, call, partition, offset))
         self._cost_s += 0.01 * (time.perf_counter() - started - self._cost_s)
 

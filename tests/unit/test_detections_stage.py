@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detectors import DetectorConfig
+from detectors import DetectorConfig, extract_features
+from schemas import LLMCall
 from streams.detections_stage import DetectionsStage, DetectorStateError
 from streams.migrations import migrate
 from streams.rows import DETECTION_COLUMNS, detection_row
@@ -201,3 +202,16 @@ def test_records_serialise_and_fit_the_table(tmp_path: Path) -> None:
     expected_shared = sum(r.key_set == "provider_model" for r in records)
     assert result.rows == [(len(records) + 1, expected_shared, 1, "log1p")]
     store.close()
+
+
+def test_an_llm_calls_fields_give_the_same_features_as_its_attributes() -> None:
+    # The stage reads an LLMCall's __dict__ (no AttributeError for `feedback`).
+    base = {"event_id": "e", "timestamp": NOW, "app": "a", "provider": "p", "model": "m"}
+    for extra in (
+        {"latency_ms": 812.0},
+        {"latency_ms": 5, "ttft_ms": 2.5, "output_tokens": 3, "cost_usd": 0.0, "status": "error"},
+        {"latency_ms": 1.0, "error_type": "timeout", "finish_reason": "content_filter"},
+        {"latency_ms": 1.0, "scores": {"faithfulness": 0.9, "toxicity": 0}, "model": "x"},
+    ):
+        call = LLMCall.model_validate({**base, **extra})
+        assert extract_features(call.__dict__) == extract_features(call)

@@ -176,3 +176,44 @@ def test_missing_and_non_numeric_fields_are_left_out() -> None:
     )
     assert features == {}
     assert categorical == {}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"latency_ms": "12.5", "ttft_ms": 3, "output_tokens": True, "cost_usd": -1.0},
+        {"latency_ms": 800.0, "ttft_ms": 10**400},
+        {"latency_ms": math.inf, "status": "SUCCESS", "error_type": "", "model": ""},
+        {"status": None, "error_type": "timeout", "finish_reason": "Refusal", "model": 7},
+        {"scores": {"a": 1, "b": "x", 3: 0.5}, "feedback": {"thumbs": 1.0, "n": None}},
+        {"scores": [("a", 1.0)], "feedback": "no", "finish_reason": None},
+    ],
+)
+def test_features_are_the_same_from_a_mapping_and_from_attributes(fields: dict[str, Any]) -> None:
+    @dataclass
+    class Bare:  # only the attributes given, like a partial schema object
+        pass
+
+    bare = Bare()
+    for name, value in fields.items():
+        setattr(bare, name, value)
+    try:
+        expected = extract_features(fields)
+    except OverflowError:  # float(10**400), as before: not caught
+        with pytest.raises(OverflowError):
+            extract_features(bare)
+        return
+    assert extract_features(bare) == expected
+
+
+def test_update_is_update_transformed_of_the_transformed_features() -> None:
+    config = DetectorConfig(max_score_names=1)
+    direct, shared = KeyDetectors(config), KeyDetectors(config)
+    for call in calls(4, 4000, factor_from=2500):
+        features, categorical = extract_features(call)
+        features["score.extra"] = 0.5  # over the cap: ignored and counted by both
+        transformed = config.transform(features)
+        assert direct.update(features, categorical=categorical) == shared.update_transformed(
+            transformed, categorical=categorical
+        )
+    assert (direct.n_seen, direct.n_ignored) == (shared.n_seen, shared.n_ignored) == (4000, 4000)

@@ -21,6 +21,7 @@ from detectors import (
     NewValueDetector,
     StandardizedPageHinkley,
 )
+from detectors._river import drift
 
 
 def latency_stream(seed: int, n_before: int = 3000, n_after: int = 2000) -> list[float]:
@@ -120,6 +121,35 @@ def test_bounded_memory(factory: Any, stream: Any) -> None:
     late = len(pickle.dumps(detector))
     # ADWIN's buckets grow with the log of its window (bounded by max_window).
     assert late <= early + 1024, (early, late)
+
+
+def test_adwin_sees_the_drifts_rivers_public_adwin_sees() -> None:
+    # AdwinDetector calls river's Rust helper directly and restarts after each drift;
+    # river's ADWIN.update resets on the update after a drift. Both must cut at the same
+    # points (a river upgrade that changes this fails here).
+    values = latency_stream(8, 3000, 3000) + latency_stream(9, 3000, 0)
+    river_adwin = drift.ADWIN(delta=0.002, clock=32, min_window_length=5)
+    expected = []
+    for i, x in enumerate(values):
+        river_adwin.update(x)
+        if river_adwin.drift_detected:
+            expected.append((i, river_adwin.width))
+    ours = AdwinDetector(delta=0.002, clock=32, min_window_length=5)
+    found = []
+    for i, x in enumerate(values):
+        if ours._learn(x):
+            found.append((i, ours._adwin.width))
+            ours._restart()
+    assert found == expected and len(found) >= 2
+
+
+def test_half_space_trees_count_calls_with_any_finite_value() -> None:
+    detector = HalfSpaceTreesDetector(("latency", "output_tokens"))
+    assert detector.update({"latency": math.nan, "output_tokens": math.inf}) is None
+    assert detector.n_seen == 0
+    detector.update({"latency": 6.0, "output_tokens": math.nan})
+    detector.update({"latency": math.nan, "other": 1.0})  # no feature, but a finite value
+    assert detector.n_seen == 2
 
 
 def test_adwin_max_window_caps_its_state() -> None:
